@@ -1,0 +1,191 @@
+//! Test support shared by every crate: a real PostgreSQL and a fresh database per test.
+//!
+//! With `DATABASE_URL` set (the README's test command sets it to one private cluster for the
+//! whole run), tests create their databases on that server. Without it, the first test of a test
+//! binary starts a private server with the same code `deskhook serve` uses, in a temporary
+//! directory, and the server stops when the test process exits.
+//!
+//! Each test gets its own database, cloned from a template that has every migration applied,
+//! so a test starts from the real schema in a few milliseconds and never sees another test's
+//! rows. This crate must never be a dependency of anything but tests.
+
+use std::sync::{Mutex, OnceLock};
+
+use deskhook_local_postgres::LocalPostgres;
+use rand::Rng as _;
+use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
+
+/// The one migration history of the one database, embedded the same way the service does.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// A database of its own for one test.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    /// Its `postgres://` URL.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// A fresh database with every migration applied.
+    pub async fn create() -> Self {
+        let server = server_url_base();
+        let template = template(&server).await;
+        let name = format!("test_{}", random_suffix());
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("connecting to the test PostgreSQL");
+        sqlx::query(&format!(
+            r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("creating the test database");
+        admin.close().await.ok();
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// A pool on this database.
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&self.url)
+            .await
+            .expect("connecting to the test database")
+    }
+
+    /// The URL of the server that holds this database (no database part).
+    pub fn server_url(&self) -> String {
+        server_url_base()
+    }
+}
+
+/// `postgres://user:password@host:port` of the test server, starting it if needed.
+fn server_url_base() -> String {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return strip_database(&url);
+            }
+            // Kept for the life of the test process; the watchdog stops it when we exit.
+            static LOCAL: OnceLock<LocalPostgres> = OnceLock::new();
+            let dir = std::env::temp_dir().join(format!(
+                "deskhook-test-{}-{}",
+                std::process::id(),
+                random_suffix()
+            ));
+            let server = LOCAL.get_or_init(|| {
+                LocalPostgres::start(&dir).unwrap_or_else(|error| {
+                    panic!("tests need PostgreSQL server binaries or DATABASE_URL: {error}")
+                })
+            });
+            strip_database(&server.connect_info().url("postgres"))
+        })
+        .clone()
+}
+
+fn strip_database(url: &str) -> String {
+    let without_query = url.split('?').next().unwrap_or(url);
+    match without_query.rfind('/') {
+        Some(slash) if without_query[..slash].contains("://") && slash > "postgres://".len() => {
+            without_query[..slash].to_owned()
+        }
+        _ => without_query.to_owned(),
+    }
+}
+
+/// The template database for this migration set, created once per server. Several test
+/// processes may race to create it; an advisory lock makes one of them do it.
+async fn template(server: &str) -> String {
+    static NAME: Mutex<Option<String>> = Mutex::new(None);
+    if let Some(name) = NAME.lock().expect("template lock").clone() {
+        return name;
+    }
+    let fingerprint: u64 = MIGRATOR
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, migration| {
+            migration.checksum.iter().fold(hash, |h, byte| {
+                (h ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3)
+            })
+        });
+    let name = format!("deskhook_template_{fingerprint:016x}");
+    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::query("SELECT pg_advisory_lock(72620001)")
+        .execute(&mut admin)
+        .await
+        .expect("locking template creation");
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("looking for the template");
+    if !exists {
+        let building = format!("{name}_building");
+        sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{building}""#))
+            .execute(&mut admin)
+            .await
+            .expect("dropping a half-built template");
+        sqlx::query(&format!(r#"CREATE DATABASE "{building}""#))
+            .execute(&mut admin)
+            .await
+            .expect("creating the template");
+        {
+            let mut conn = PgConnection::connect(&format!("{server}/{building}"))
+                .await
+                .expect("connecting to the template");
+            MIGRATOR
+                .run(&mut conn)
+                .await
+                .expect("applying migrations to the template");
+            conn.close().await.ok();
+        }
+        sqlx::query(&format!(
+            r#"ALTER DATABASE "{building}" RENAME TO "{name}""#
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("naming the template");
+        sqlx::query(&format!(r#"ALTER DATABASE "{name}" WITH IS_TEMPLATE true"#))
+            .execute(&mut admin)
+            .await
+            .expect("marking the template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(72620001)")
+        .execute(&mut admin)
+        .await
+        .expect("unlocking template creation");
+    admin.close().await.ok();
+    *NAME.lock().expect("template lock") = Some(name.clone());
+    name
+}
+
+fn random_suffix() -> String {
+    let value: u64 = rand::thread_rng().r#gen();
+    format!("{value:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_the_database_from_urls() {
+        assert_eq!(
+            strip_database("postgres://u:p@127.0.0.1:5432/app?sslmode=disable"),
+            "postgres://u:p@127.0.0.1:5432"
+        );
+        assert_eq!(
+            strip_database("postgres://u:p@127.0.0.1:5432"),
+            "postgres://u:p@127.0.0.1:5432"
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! The command line: `deskhook serve` (the default), `deskhook migrate`, and the bootstrap
+//! commands. Each setting is a flag with a `DESKHOOK_*` environment equivalent.
+//!
+//! This module turns arguments into a [`Config`] and calls into the library; it holds no
+//! product logic. A bad setting ends the start with one line naming the setting.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{CommandFactory as _, Parser, Subcommand, error::ContextKind};
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{self, Config, LogFormat, RateLimit, RetrySchedule, Roles},
+    database::{self, DatabaseSettings},
+    telemetry,
+};
+
+/// Deskhook: webhook delivery for helpdesks.
+#[derive(Debug, Parser)]
+#[command(name = "deskhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: API, ingest, delivery workers and SLA timer (the default).
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Start only the private PostgreSQL, print its URL, and keep it until stdin closes or a
+    /// signal (the test command's one server per run; handy with psql).
+    Postgres(PostgresArgs),
+}
+
+/// `deskhook postgres`.
+#[derive(Debug, Clone, clap::Args)]
+struct PostgresArgs {
+    /// Where the private PostgreSQL lives.
+    #[arg(long, env = "DESKHOOK_DATA_DIR", default_value = "./.deskhook")]
+    data_dir: PathBuf,
+    /// A directory holding `initdb` and `postgres`.
+    #[arg(long, env = "DESKHOOK_POSTGRES_BIN")]
+    postgres_bin: Option<PathBuf>,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; unset starts a private PostgreSQL under the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the private PostgreSQL lives.
+    #[arg(long, env = "DESKHOOK_DATA_DIR", default_value = "./.deskhook")]
+    pub data_dir: PathBuf,
+    /// A directory holding `initdb` and `postgres` (default: PATH, then /usr/lib/postgresql/*/bin).
+    #[arg(long, env = "DESKHOOK_POSTGRES_BIN")]
+    pub postgres_bin: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self
+                .database_url
+                .clone()
+                .filter(|url| !url.trim().is_empty()),
+            data_dir: self.data_dir.clone(),
+            postgres_bin: self.postgres_bin.clone(),
+        }
+    }
+}
+
+/// `deskhook serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address of the HTTP server.
+    #[arg(long, env = "DESKHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Which roles this instance runs: api, workers, timers (comma-separated).
+    #[arg(long, env = "DESKHOOK_ROLES", default_value = "api,workers,timers")]
+    roles: Roles,
+    /// CIDRs exempt from the SSRF guard (comma-separated).
+    #[arg(long, env = "DESKHOOK_ALLOW_NETWORKS", default_value = "", value_parser = config::parse_networks)]
+    allow_networks: ::std::vec::Vec<IpNet>,
+    /// Delays between delivery attempts (comma-separated, like `5s,30s,2m`; empty: no retries).
+    #[arg(
+        long,
+        env = "DESKHOOK_RETRY_SCHEDULE",
+        default_value = "5s,30s,2m,10m,30m,1h,3h,6h,12h,24h"
+    )]
+    retry_schedule: RetrySchedule,
+    /// Per-attempt HTTP timeout.
+    #[arg(long, env = "DESKHOOK_ATTEMPT_TIMEOUT", default_value = "15s", value_parser = config::parse_duration)]
+    attempt_timeout: Duration,
+    /// Log format.
+    #[arg(
+        long,
+        env = "DESKHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    log_format: LogFormat,
+    /// API requests per minute per key, or `off`.
+    #[arg(long, env = "DESKHOOK_RATE_LIMIT", default_value = "600")]
+    rate_limit: RateLimit,
+    /// Database connections per instance.
+    #[arg(long, env = "DESKHOOK_DB_POOL_SIZE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pool_size: u32,
+    /// Concurrent delivery attempts per instance.
+    #[arg(long, env = "DESKHOOK_WORKER_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    worker_concurrency: u32,
+    /// Deliveries claimed per claim statement at most.
+    #[arg(long, env = "DESKHOOK_CLAIM_BATCH", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    claim_batch: u32,
+    /// How long in-flight deliveries may take to finish on shutdown.
+    #[arg(long, env = "DESKHOOK_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = config::parse_duration)]
+    shutdown_timeout: Duration,
+    /// How long events, attempts and finished deliveries are kept.
+    #[arg(long, env = "DESKHOOK_RETENTION", default_value = "30d", value_parser = config::parse_duration)]
+    retention: Duration,
+    /// Apply migrations at start (`false` when a separate `deskhook migrate` step does it).
+    #[arg(long, env = "DESKHOOK_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    migrate: bool,
+}
+
+/// `deskhook migrate`.
+#[derive(Debug, Clone, clap::Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Log format.
+    #[arg(
+        long,
+        env = "DESKHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    log_format: LogFormat,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return report_parse_error(&error),
+    };
+    let command = match cli.command {
+        Some(command) => command,
+        // `deskhook` alone is `deskhook serve`, with settings from the environment.
+        None => match Cli::try_parse_from(["deskhook", "serve"]) {
+            Ok(Cli {
+                command: Some(command),
+            }) => command,
+            Ok(Cli { command: None }) => unreachable!("serve was given"),
+            Err(error) => return report_parse_error(&error),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("deskhook: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => serve(*args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::Postgres(args) => postgres(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("deskhook: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let database = database::Database::open(args.database.settings()).await?;
+    let config = Config {
+        listen: args.listen,
+        database_url: database.url().to_owned(),
+        pool_size: args.pool_size,
+        roles: args.roles,
+        allow_networks: args.allow_networks,
+        retry_schedule: args.retry_schedule,
+        attempt_timeout: args.attempt_timeout,
+        worker_concurrency: args.worker_concurrency as usize,
+        claim_batch: args.claim_batch as usize,
+        shutdown_timeout: args.shutdown_timeout,
+        rate_limit: args.rate_limit,
+        migrate_on_start: args.migrate,
+        retention: args.retention,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on {} (DESKHOOK_LISTEN): {error}",
+                config.listen
+            )
+        })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let result = crate::run(config, listener, shutdown).await;
+    database.close().await;
+    result
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let database = database::Database::open(args.database.settings()).await?;
+    let result = database::migrate_url(database.url()).await;
+    database.close().await;
+    result?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    telemetry::init(LogFormat::Pretty);
+    let database = database::Database::open(DatabaseSettings {
+        url: None,
+        data_dir: args.data_dir,
+        postgres_bin: args.postgres_bin,
+    })
+    .await?;
+    println!("{}", database.url());
+    let stop = CancellationToken::new();
+    tokio::spawn(signal_shutdown(stop.clone()));
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0_u8; 64];
+    loop {
+        tokio::select! {
+            read = stdin.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { break },
+            () = stop.cancelled() => break,
+        }
+    }
+    database.close().await;
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+async fn signal_shutdown(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+    token.cancel();
+}
+
+/// Prints a parse error as one line that names the setting (flag and environment variable).
+fn report_parse_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.render().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let setting = error
+        .get(ContextKind::InvalidArg)
+        .map(ToString::to_string)
+        .and_then(|arg| env_name_of(&arg));
+    match setting {
+        Some(env) => eprintln!("deskhook: {first} (setting {env})"),
+        None => eprintln!("deskhook: {first} (see `deskhook --help`)"),
+    }
+    ExitCode::from(2)
+}
+
+/// The environment variable behind a flag as clap names it (`--listen <LISTEN>`).
+fn env_name_of(arg: &str) -> Option<String> {
+    let long = arg.split_whitespace().next()?.trim_start_matches("--");
+    let command = Cli::command();
+    command.get_subcommands().find_map(|sub| {
+        sub.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_map_to_their_environment_variables() {
+        assert_eq!(
+            env_name_of("--listen <LISTEN>").as_deref(),
+            Some("DESKHOOK_LISTEN")
+        );
+        assert_eq!(
+            env_name_of("--retry-schedule <RETRY_SCHEDULE>").as_deref(),
+            Some("DESKHOOK_RETRY_SCHEDULE")
+        );
+        assert_eq!(env_name_of("--nonsense").as_deref(), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! The database: where it is, the connection pool, and the migrations.
+//!
+//! With `DATABASE_URL` set, Deskhook uses that server. Without it, [`Database::open`] starts
+//! the private PostgreSQL (crate `deskhook-local-postgres`) under the data directory and makes
+//! sure its `deskhook` database exists. Migrations are the `migrations/` directory, embedded
+//! at build time; sqlx's migrator holds an advisory lock while it runs, so several instances
+//! may start at once.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use deskhook_local_postgres::{Binaries, LocalPostgres};
+use sqlx::{
+    Connection as _, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Every migration, embedded from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Where the database is, as configured.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// An external server (`DATABASE_URL`).
+    pub url: Option<String>,
+    /// The private server's data directory (`DESKHOOK_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Where `initdb`/`postgres` are (`DESKHOOK_POSTGRES_BIN`), if not the default search.
+    pub postgres_bin: Option<PathBuf>,
+}
+
+/// An opened database: its URL and, for the private server, the handle that stops it.
+#[derive(Debug)]
+pub struct Database {
+    url: String,
+    local: Option<LocalPostgres>,
+}
+
+impl Database {
+    /// Resolves the settings to a reachable database, starting the private server if needed.
+    pub async fn open(settings: DatabaseSettings) -> anyhow::Result<Self> {
+        if let Some(url) = settings.url {
+            url.parse::<PgConnectOptions>()
+                .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            return Ok(Self { url, local: None });
+        }
+        let data_dir = settings.data_dir.clone();
+        let bin = settings.postgres_bin.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            let binaries = match bin {
+                Some(dir) => Binaries::in_dir(&dir),
+                None => Binaries::find(),
+            }?;
+            LocalPostgres::start_with(&data_dir, &binaries)
+        })
+        .await
+        .context("starting the private PostgreSQL")??;
+        for note in local.notes() {
+            tracing::info!("{note}");
+        }
+        tracing::info!(
+            cluster = %local.cluster_dir().display(),
+            port = local.connect_info().port,
+            started_here = local.owns_server(),
+            "using the private PostgreSQL"
+        );
+        ensure_database(&local.connect_info().url("postgres"), "deskhook").await?;
+        Ok(Self {
+            url: local.connect_info().url("deskhook"),
+            local: Some(local),
+        })
+    }
+
+    /// The URL to connect to. Contains a password: never log it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the private server if this process started it.
+    pub async fn close(self) {
+        if let Some(local) = self.local {
+            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+        }
+    }
+}
+
+async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .context("connecting to the private PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        // Two commands starting at once may both try; the loser's "already exists" is fine.
+        if let Err(error) = sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut conn)
+            .await
+        {
+            let duplicate = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "42P04");
+            if !duplicate {
+                return Err(error).context("creating the deskhook database");
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// The service's pool. Lazy: the service starts (and answers `/healthz`) while the database
+/// is still unreachable, and `/readyz` says when it is usable.
+pub fn pool(url: &str, size: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let options = options.application_name("deskhook");
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options))
+}
+
+/// Applies every pending migration on `pool`.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Connects to `url` once and applies every pending migration (`deskhook migrate`).
+pub async fn migrate_url(url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .context("connecting to the database")?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .context("applying migrations")?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Whether every embedded migration has been applied to the database behind `pool`.
+pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|error| match &error {
+                // No migrations table yet: nothing applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(error),
+            })?;
+    Ok(applied.is_some_and(|version| version >= latest))
+}

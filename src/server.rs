@@ -1,0 +1,104 @@
+//! One Deskhook instance: `run(config, listener, shutdown)` starts the roles the configuration
+//! asks for and returns once they have all stopped.
+//!
+//! Shutdown order: stop accepting HTTP requests, stop claiming deliveries, let in-flight work
+//! finish within `shutdown_timeout`, then return. Work still leased at that point is not lost:
+//! its lease expires and another instance (or the next start) attempts it again.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    database,
+    http::{self, AppState},
+    metrics::Metrics,
+};
+
+/// Runs an instance until `shutdown` is cancelled. The caller owns the listener (tests bind
+/// `127.0.0.1:0`) and the shutdown signal.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = database::pool(&config.database_url, config.pool_size)?;
+    let migrated = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        pool: pool.clone(),
+        metrics: Metrics::new(),
+        config: Arc::new(config.clone()),
+        migrated: migrated.clone(),
+    };
+
+    let schema = tokio::spawn(prepare_schema(
+        pool.clone(),
+        config.migrate_on_start,
+        migrated,
+        shutdown.clone(),
+    ));
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, roles = %config.roles, "deskhook listening");
+    let http = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http_result = http.await;
+
+    schema.abort();
+    pool.close().await;
+    tracing::info!("deskhook stopped");
+    http_result.map_err(Into::into)
+}
+
+/// Applies migrations (or waits for another instance or `deskhook migrate` to), retrying while
+/// the database is unreachable, then marks the instance ready.
+async fn prepare_schema(
+    pool: sqlx::PgPool,
+    migrate: bool,
+    migrated: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let policy = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(200),
+        max_interval: Duration::from_secs(5),
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    let attempt = || async {
+        if migrate {
+            database::migrate(&pool).await.map_err(|error| {
+                tracing::warn!(error = %error, "cannot apply migrations yet; retrying");
+                backoff::Error::transient(())
+            })?;
+            return Ok(());
+        }
+        match database::migrations_applied(&pool).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::info!("waiting for `deskhook migrate` to apply migrations");
+                Err(backoff::Error::transient(()))
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot reach the database yet; retrying");
+                Err(backoff::Error::transient(()))
+            }
+        }
+    };
+    tokio::select! {
+        result = backoff::future::retry(policy, attempt) => {
+            if result.is_ok() {
+                migrated.store(true, Ordering::Release);
+                tracing::info!("database ready");
+            }
+        }
+        () = shutdown.cancelled() => {}
+    }
+}

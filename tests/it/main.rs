@@ -1,0 +1,7 @@
+//! The one integration-test binary: the real service on loopback, a real PostgreSQL, real
+//! HTTP. Modules are grouped by what a user does.
+
+mod support;
+
+mod cli;
+mod ops;
