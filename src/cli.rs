@@ -11,8 +11,10 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{self, Scope},
     config::{self, Config, LogFormat, RateLimit, RetrySchedule, Roles},
     database::{self, DatabaseSettings},
+    ids::{self, Kind},
     telemetry,
 };
 
@@ -30,9 +32,54 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(MigrateArgs),
+    /// Manage workspaces (tenants).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Start only the private PostgreSQL, print its URL, and keep it until stdin closes or a
     /// signal (the test command's one server per run; handy with psql).
     Postgres(PostgresArgs),
+}
+
+/// `deskhook workspace ...`.
+#[derive(Debug, Subcommand)]
+enum WorkspaceCommand {
+    /// Create a workspace and its first admin key; prints one JSON line.
+    Create {
+        /// The workspace's name.
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// `deskhook key ...`.
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create an API key; prints one JSON line with the key (shown only here).
+    Create {
+        /// The workspace (`ws_…`).
+        #[arg(long)]
+        workspace: String,
+        /// A scope: read, write, ingest or admin (repeat for several).
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// Bind the key to a user (`usr_…`): the default message author and "me".
+        #[arg(long)]
+        user: Option<String>,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a scope (read, write, ingest, admin)"))
 }
 
 /// `deskhook postgres`.
@@ -175,6 +222,25 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Postgres(args) => postgres(args).await,
+            Command::Workspace(WorkspaceCommand::Create { name, database }) => {
+                create_workspace(&name, database).await
+            }
+            Command::Key(KeyCommand::Create {
+                workspace,
+                scopes,
+                user,
+                name,
+                database,
+            }) => {
+                create_key(
+                    &workspace,
+                    &scopes,
+                    user.as_deref(),
+                    name.as_deref(),
+                    database,
+                )
+                .await
+            }
         }
     });
     match result {
@@ -226,6 +292,104 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     database.close().await;
     result?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Opens the database the way `serve` would, applies migrations, and runs `work` on a pool.
+async fn with_migrated_pool<T>(
+    database: DatabaseArgs,
+    work: impl AsyncFnOnce(&sqlx::PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    telemetry::init(LogFormat::Pretty);
+    let database = database::Database::open(database.settings()).await?;
+    let result = async {
+        database::migrate_url(database.url()).await?;
+        let pool = database::pool(database.url(), 2)?;
+        let result = work(&pool).await;
+        pool.close().await;
+        result
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+async fn create_workspace(name: &str, database: DatabaseArgs) -> anyhow::Result<()> {
+    let name = name.trim();
+    anyhow::ensure!(
+        (1..=200).contains(&name.chars().count()),
+        "a workspace name has 1 to 200 characters"
+    );
+    let line = with_migrated_pool(database, async |pool| {
+        let mut tx = pool.begin().await?;
+        let workspace_id = auth::create_workspace(&mut *tx, name).await?;
+        let key = auth::create_key(
+            &mut *tx,
+            workspace_id,
+            &[Scope::Admin],
+            Some("bootstrap"),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        // Field order as api.md prints it.
+        #[derive(serde::Serialize)]
+        struct Created {
+            workspace_id: String,
+            api_key: String,
+            key_id: String,
+            scopes: [&'static str; 1],
+        }
+        Ok(serde_json::to_string(&Created {
+            workspace_id: ids::encode(Kind::Workspace, workspace_id),
+            api_key: key.key,
+            key_id: ids::encode(Kind::ApiKey, key.record.id),
+            scopes: ["admin"],
+        })?)
+    })
+    .await?;
+    println!("{line}");
+    Ok(())
+}
+
+async fn create_key(
+    workspace: &str,
+    scopes: &[Scope],
+    user: Option<&str>,
+    name: Option<&str>,
+    database: DatabaseArgs,
+) -> anyhow::Result<()> {
+    let workspace_id = ids::decode(Kind::Workspace, workspace)
+        .ok_or_else(|| anyhow::anyhow!("`{workspace}` is not a workspace id (ws_…)"))?;
+    let user_id = user
+        .map(|u| {
+            ids::decode(Kind::User, u)
+                .ok_or_else(|| anyhow::anyhow!("`{u}` is not a user id (usr_…)"))
+        })
+        .transpose()?;
+    let mut unique = scopes.to_vec();
+    unique.sort_by_key(|scope| scope.as_str());
+    unique.dedup();
+    let line = with_migrated_pool(database, async |pool| {
+        anyhow::ensure!(
+            auth::workspace_exists(pool, workspace_id).await?,
+            "workspace {workspace} does not exist"
+        );
+        let key = auth::create_key(pool, workspace_id, &unique, name, user_id).await?;
+        #[derive(serde::Serialize)]
+        struct Created {
+            key_id: String,
+            api_key: String,
+            scopes: Vec<&'static str>,
+        }
+        Ok(serde_json::to_string(&Created {
+            key_id: ids::encode(Kind::ApiKey, key.record.id),
+            api_key: key.key,
+            scopes: unique.iter().map(|s| s.as_str()).collect(),
+        })?)
+    })
+    .await?;
+    println!("{line}");
     Ok(())
 }
 

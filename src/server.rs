@@ -17,10 +17,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Authenticator,
     config::Config,
     database,
-    http::{self, AppState},
+    http::{self, AppState, rate_limit::RateLimiter},
     metrics::Metrics,
+    queue::{QueueOutbox, Wakeup},
 };
 
 /// Runs an instance until `shutdown` is cancelled. The caller owns the listener (tests bind
@@ -32,12 +34,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = database::pool(&config.database_url, config.pool_size)?;
     let migrated = Arc::new(AtomicBool::new(false));
+    let wakeup = Wakeup::default();
     let state = AppState {
         pool: pool.clone(),
         metrics: Metrics::new(),
         config: Arc::new(config.clone()),
         migrated: migrated.clone(),
+        auth: Arc::new(Authenticator::new(pool.clone())),
+        rate_limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+        outbox: Arc::new(QueueOutbox::new(wakeup.clone())),
+        wakeup: wakeup.clone(),
     };
+    let notifier = tokio::spawn(wakeup.clone().run_notifier(pool.clone(), shutdown.clone()));
 
     let schema = tokio::spawn(prepare_schema(
         pool.clone(),
@@ -53,6 +61,7 @@ pub async fn run(
     let http_result = http.await;
 
     schema.abort();
+    notifier.abort();
     pool.close().await;
     tracing::info!("deskhook stopped");
     http_result.map_err(Into::into)

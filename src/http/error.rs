@@ -207,6 +207,19 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<deskhook_tickets::TicketError> for ApiError {
+    fn from(error: deskhook_tickets::TicketError) -> Self {
+        use deskhook_tickets::TicketError;
+        match error {
+            TicketError::NotFound(what) => Self::not_found(what),
+            TicketError::Invalid(fields) => Self::invalid_fields(fields),
+            TicketError::Conflict(message) => Self::conflict(message),
+            TicketError::BadRequest(message) => Self::bad_request(message),
+            TicketError::Database(error) => error.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {

@@ -3,8 +3,14 @@
 //! Handlers are thin: they parse the request, call domain or queue code, and shape the answer.
 //! They hold no SQL and no business rules. Errors become HTTP only in [`error`].
 
+mod api_keys;
+pub mod auth;
 pub mod error;
+pub mod extract;
+mod helpdesk;
 mod ops;
+pub mod pagination;
+pub mod rate_limit;
 
 use std::{
     sync::{
@@ -16,7 +22,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -24,7 +30,12 @@ use axum::{
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    metrics::Metrics,
+    queue::{QueueOutbox, Wakeup},
+};
 pub use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
@@ -38,6 +49,14 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once migrations are known to be applied.
     pub migrated: Arc<AtomicBool>,
+    /// Resolves bearer keys.
+    pub auth: Arc<Authenticator>,
+    /// The per-key rate limit.
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// The ticket core's outbox: enqueues events in the change's transaction.
+    pub outbox: Arc<QueueOutbox>,
+    /// Wakes the delivery dispatcher after events are committed.
+    pub wakeup: Wakeup,
 }
 
 impl AppState {
@@ -47,9 +66,23 @@ impl AppState {
     }
 }
 
+/// Request bodies are capped at this by default (api.md); ingest has its own, larger cap.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 /// The whole router: operations routes always, `/v1` when the `api` role runs.
 pub fn router(state: AppState) -> Router {
-    let router = Router::new().merge(ops::routes());
+    let mut router = Router::new().merge(ops::routes());
+    if state.config.roles.api {
+        let v1 = Router::new()
+            .merge(api_keys::routes())
+            .merge(helpdesk::routes())
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_key,
+            ));
+        router = router.nest("/v1", v1);
+    }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

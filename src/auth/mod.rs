@@ -1,0 +1,360 @@
+//! Tenancy and API keys: workspaces, keys, scopes, and turning a bearer key into a
+//! [`Principal`].
+//!
+//! Keys are `dhk_` + 40 random base62 characters, shown once. Only their SHA-256 and their
+//! first 8 characters are stored, so a database leak reveals no usable key. This module owns
+//! the `workspace` and `api_key` tables; it knows nothing of HTTP (the extractor lives in
+//! `http::auth`).
+
+mod keys;
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+
+pub use keys::{generate_key, hash_key};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// GET requests only.
+    Read,
+    /// Full access to helpdesk data and webhooks.
+    Write,
+    /// Only `POST /v1/events`.
+    Ingest,
+    /// Everything, including API keys.
+    Admin,
+}
+
+impl Scope {
+    /// The stored and displayed name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Ingest => "ingest",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored or requested name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "ingest" => Some(Self::Ingest),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling: the key's workspace, the key, its scopes, and the user it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The workspace every query of this request is confined to.
+    pub workspace_id: i64,
+    /// The key used.
+    pub key_id: i64,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
+    /// The agent the key acts as, if bound.
+    pub user_id: Option<i64>,
+    /// The workspace's own rate limit, if it set one.
+    pub workspace_rate_limit: Option<u32>,
+}
+
+impl Principal {
+    /// Whether the key has `scope` (admin has every scope).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    /// May read helpdesk data and webhooks (any scope but ingest-only).
+    pub fn can_read(&self) -> bool {
+        self.has(Scope::Read) || self.has(Scope::Write)
+    }
+
+    /// May change helpdesk data and webhooks.
+    pub fn can_write(&self) -> bool {
+        self.has(Scope::Write)
+    }
+
+    /// May post events to the ingest endpoint.
+    pub fn can_ingest(&self) -> bool {
+        self.has(Scope::Ingest) || self.has(Scope::Write)
+    }
+
+    /// May manage keys and workspace settings.
+    pub fn is_admin(&self) -> bool {
+        self.has(Scope::Admin)
+    }
+}
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    /// Key id.
+    pub id: i64,
+    /// Owning workspace.
+    pub workspace_id: i64,
+    /// Optional label.
+    pub name: Option<String>,
+    /// The first 8 characters of the key.
+    pub prefix: String,
+    /// Scopes.
+    pub scopes: Vec<Scope>,
+    /// Bound user.
+    pub user_id: Option<i64>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last used (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working (rotation grace), if set.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A newly created key: the record and the secret, shown once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The full key. Shown to the caller once, never stored or logged.
+    pub key: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: i64,
+    workspace_id: i64,
+    name: Option<String>,
+    prefix: String,
+    scopes: Vec<String>,
+    user_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRow> for ApiKeyRecord {
+    fn from(row: KeyRow) -> Self {
+        Self {
+            id: row.id,
+            workspace_id: row.workspace_id,
+            name: row.name,
+            prefix: row.prefix,
+            scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            user_id: row.user_id,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, workspace_id, name, prefix, scopes, user_id, created_at, \
+                           last_used_at, expires_at, revoked_at";
+
+/// Creates a workspace; returns its id.
+pub async fn create_workspace(db: impl PgExecutor<'_>, name: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("INSERT INTO workspace (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(db)
+        .await
+}
+
+/// Whether a workspace exists.
+pub async fn workspace_exists(db: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspace WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+/// Sets (or clears) a workspace's own rate limit.
+pub async fn set_workspace_rate_limit(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+    per_minute: Option<u32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE workspace SET rate_limit_per_minute = $2 WHERE id = $1")
+        .bind(workspace_id)
+        .bind(per_minute.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates a key in `workspace_id` with `scopes`.
+pub async fn create_key(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+    scopes: &[Scope],
+    name: Option<&str>,
+    user_id: Option<i64>,
+) -> Result<CreatedKey, sqlx::Error> {
+    let key = generate_key();
+    let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let row: KeyRow = sqlx::query_as(&format!(
+        "INSERT INTO api_key (workspace_id, name, prefix, key_hash, scopes, user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(workspace_id)
+    .bind(name)
+    .bind(&key[..8])
+    .bind(hash_key(&key).as_slice())
+    .bind(&scopes)
+    .bind(user_id)
+    .fetch_one(db)
+    .await?;
+    Ok(CreatedKey {
+        record: row.into(),
+        key,
+    })
+}
+
+/// The workspace's keys, newest first.
+pub async fn list_keys(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_key WHERE workspace_id = $1 ORDER BY id DESC"
+    ))
+    .bind(workspace_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// One key of the workspace.
+pub async fn get_key(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+    key_id: i64,
+) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    let row: Option<KeyRow> = sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_key WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace_id)
+    .bind(key_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// Revokes a key now, or after `grace` (rotation). Returns whether it existed.
+pub async fn revoke_key(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+    key_id: i64,
+    grace: Option<Duration>,
+) -> Result<bool, sqlx::Error> {
+    let grace_seconds = grace.map_or(0.0, |g| g.as_secs_f64());
+    let result = sqlx::query(
+        "UPDATE api_key SET expires_at = now() + make_interval(secs => $3), \
+                revoked_at = CASE WHEN $3 = 0 THEN now() ELSE revoked_at END \
+         WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(workspace_id)
+    .bind(key_id)
+    .bind(grace_seconds)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Resolves bearer keys to principals, with a short in-process cache so the hot path (ingest)
+/// does not pay a query per request. A revoked key stops working within [`CACHE_TTL`].
+pub struct Authenticator {
+    pool: PgPool,
+    cache: Mutex<HashMap<[u8; 32], CachedLookup>>,
+}
+
+/// A key lookup and when it was made.
+type CachedLookup = (Option<Principal>, Instant);
+
+#[derive(sqlx::FromRow)]
+struct PrincipalRow {
+    key_id: i64,
+    workspace_id: i64,
+    scopes: Vec<String>,
+    user_id: Option<i64>,
+    rate_limit_per_minute: Option<i32>,
+}
+
+/// How long a key lookup is trusted.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+const CACHE_MAX: usize = 10_000;
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The principal behind `key`, or `None` for an unknown, revoked or expired key.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>, sqlx::Error> {
+        if !key.starts_with("dhk_") || key.len() > 200 {
+            return Ok(None);
+        }
+        let hash = hash_key(key);
+        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(principal.clone());
+        }
+        let row: Option<PrincipalRow> = sqlx::query_as(
+            "WITH k AS ( \
+               UPDATE api_key SET last_used_at = now() \
+               WHERE key_hash = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > now()) \
+               RETURNING id, workspace_id, scopes, user_id) \
+             SELECT k.id AS key_id, k.workspace_id, k.scopes, k.user_id, w.rate_limit_per_minute \
+             FROM k JOIN workspace w ON w.id = k.workspace_id",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        let principal = row.map(|row| Principal {
+            workspace_id: row.workspace_id,
+            key_id: row.key_id,
+            scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            user_id: row.user_id,
+            workspace_rate_limit: row
+                .rate_limit_per_minute
+                .and_then(|l| u32::try_from(l).ok()),
+        });
+        let mut cache = self.cache.lock().expect("auth cache");
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (principal.clone(), Instant::now()));
+        Ok(principal)
+    }
+
+    /// Forgets cached lookups (after a revocation in this instance).
+    pub fn forget_all(&self) {
+        self.cache.lock().expect("auth cache").clear();
+    }
+}
