@@ -1,0 +1,1 @@
+//! The helpdesk REST resources, as an API client uses them.
