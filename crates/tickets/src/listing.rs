@@ -239,7 +239,7 @@ pub(crate) struct ListSpec {
 pub(crate) async fn fetch_page<T>(
     pool: &PgPool,
     spec: &ListSpec,
-    push_where: &dyn Fn(&mut QueryBuilder<'static, Postgres>),
+    push_where: &(dyn Fn(&mut QueryBuilder<'static, Postgres>) + Sync),
     request: &PageRequest,
 ) -> Result<Page<T>, TicketError>
 where

@@ -1,0 +1,167 @@
+//! `/v1/groups` and `/v1/tags`: list (search, cursor), create, get, update, delete. Must never
+//! change tickets directly (deleting a tag or group detaches it in the crate).
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    routing::get,
+};
+use deskhook_tickets::{
+    group::{GroupFilter, GroupPatch, NewGroup},
+    ids::Kind,
+    listing::{Sort, SortField},
+    tag::{NewTag, TagFilter, TagPatch},
+};
+
+use super::{
+    Answer, created, desk, list, no_content, ok,
+    params::{list_query, path_id, text},
+};
+use crate::http::{
+    ApiError, AppState,
+    auth::{Principal, RequireScope as _},
+    extract::{Json, Query},
+};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/groups", get(list_groups).post(create_group))
+        .route(
+            "/groups/{id}",
+            get(show_group)
+                .patch(update_group)
+                .put(update_group)
+                .delete(delete_group),
+        )
+        .route("/tags", get(list_tags).post(create_tag))
+        .route(
+            "/tags/{id}",
+            get(show_tag)
+                .patch(update_tag)
+                .put(update_tag)
+                .delete(delete_tag),
+        )
+}
+
+list_query!(GroupQuery { search });
+
+async fn list_groups(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<GroupQuery>,
+) -> Answer {
+    principal.require_read()?;
+    let page = query.page_request(Sort::asc(SortField::Name))?;
+    let filter = GroupFilter {
+        search: text(query.search.as_ref()),
+    };
+    let groups = desk(&state, &principal).list_groups(&filter, &page).await?;
+    Ok(list(&groups, page.limit))
+}
+
+async fn create_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<NewGroup>,
+) -> Answer {
+    principal.require_write()?;
+    Ok(created(&desk(&state, &principal).create_group(body).await?))
+}
+
+fn group_key(id: &str) -> Result<i64, ApiError> {
+    path_id(Kind::Group, id, "Group")
+}
+
+async fn show_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Answer {
+    principal.require_read()?;
+    Ok(ok(&desk(&state, &principal).group(group_key(&id)?).await?))
+}
+
+async fn update_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<GroupPatch>,
+) -> Answer {
+    principal.require_write()?;
+    let key = group_key(&id)?;
+    Ok(ok(&desk(&state, &principal)
+        .update_group(key, body)
+        .await?))
+}
+
+async fn delete_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Answer {
+    principal.require_write()?;
+    desk(&state, &principal)
+        .delete_group(group_key(&id)?)
+        .await?;
+    Ok(no_content())
+}
+
+list_query!(TagQuery { search, name });
+
+async fn list_tags(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<TagQuery>,
+) -> Answer {
+    principal.require_read()?;
+    let page = query.page_request(Sort::asc(SortField::Name))?;
+    let filter = TagFilter {
+        search: text(query.search.as_ref()),
+        name: text(query.name.as_ref()),
+    };
+    let tags = desk(&state, &principal).list_tags(&filter, &page).await?;
+    Ok(list(&tags, page.limit))
+}
+
+async fn create_tag(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<NewTag>,
+) -> Answer {
+    principal.require_write()?;
+    Ok(created(&desk(&state, &principal).create_tag(body).await?))
+}
+
+fn tag_key(id: &str) -> Result<i64, ApiError> {
+    path_id(Kind::Tag, id, "Tag")
+}
+
+async fn show_tag(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Answer {
+    principal.require_read()?;
+    Ok(ok(&desk(&state, &principal).tag(tag_key(&id)?).await?))
+}
+
+async fn update_tag(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<TagPatch>,
+) -> Answer {
+    principal.require_write()?;
+    let key = tag_key(&id)?;
+    Ok(ok(&desk(&state, &principal).update_tag(key, body).await?))
+}
+
+async fn delete_tag(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Answer {
+    principal.require_write()?;
+    desk(&state, &principal).delete_tag(tag_key(&id)?).await?;
+    Ok(no_content())
+}
