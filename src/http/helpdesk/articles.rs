@@ -13,13 +13,15 @@ use deskhook_tickets::{
 };
 
 use super::{
-    Answer, created, desk, list, no_content, ok,
+    Answer,
+    body::JsonOrForm,
+    created, desk, list, no_content, ok,
     params::{list_query, path_id, text},
 };
 use crate::http::{
     ApiError, AppState,
     auth::{Principal, RequireScope as _},
-    extract::{Json, Query},
+    extract::Query,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -69,7 +71,7 @@ async fn list_articles(
 async fn create_article(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<NewArticle>,
+    JsonOrForm(body): JsonOrForm<NewArticle>,
 ) -> Answer {
     principal.require_write()?;
     Ok(created(
@@ -96,7 +98,7 @@ async fn update_article(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<ArticlePatch>,
+    JsonOrForm(body): JsonOrForm<ArticlePatch>,
 ) -> Answer {
     principal.require_write()?;
     let key = article_key(&id)?;

@@ -1,7 +1,11 @@
 //! Request bodies that may be JSON or, as in the seeds' curl examples (`-d field=value`),
 //! `application/x-www-form-urlencoded`. A form becomes a JSON object of strings (repeated or
-//! `name[]` fields become arrays) and is then read with the same rules as JSON: unknown fields
-//! and bad values are 422 naming the field. Anything else is 415; over the cap is 413.
+//! `name[]` fields become arrays) and is then read with the same rules as JSON. Anything else
+//! is 415; over the cap is 413.
+//!
+//! The whole body's syntax is checked before its shape, so a truncated document is always a
+//! 400 even when an earlier field is already wrong; after that every error is a 422 naming the
+//! field (unknown fields, wrong types, bad values).
 //!
 //! Must never accept a body another way than these two, nor read past the body limit.
 
@@ -13,7 +17,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::http::{ApiError, ErrorCode, error::body_error, extract::parse_json};
+use crate::http::{ApiError, ErrorCode, error::body_error};
 
 /// A JSON or form body.
 #[derive(Debug, Clone)]
@@ -61,15 +65,42 @@ where
             .await
             .map_err(|rejection| body_error(&rejection.body_text()))?;
         match encoding {
-            Encoding::Json => parse_json(&bytes).map(JsonOrForm),
-            Encoding::Form => {
-                let object = form_to_json(&bytes);
-                let json = serde_json::to_vec(&object)
-                    .map_err(|error| ApiError::bad_request(format!("Unreadable form: {error}")))?;
-                parse_json(&json).map(JsonOrForm)
-            }
+            Encoding::Json => read_json(&bytes).map(JsonOrForm),
+            Encoding::Form => read_value(form_to_json(&bytes)).map(JsonOrForm),
         }
     }
+}
+
+/// Reads JSON bytes: a syntax error anywhere is 400; then shape errors are 422.
+pub(super) fn read_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::bad_request(format!(
+            "Malformed JSON: {}",
+            without_position(&error.to_string())
+        ))
+    })?;
+    read_value(value)
+}
+
+/// Reads a parsed document into `T`: any error is 422 naming the field path.
+fn read_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path.is_empty() || path == "." {
+            "body".to_owned()
+        } else {
+            path
+        };
+        ApiError::invalid_field(field, without_position(&error.into_inner().to_string()))
+    })
+}
+
+/// serde's messages end with ` at line 1 column 42`: no use to an API client.
+fn without_position(message: &str) -> String {
+    message
+        .rfind(" at line ")
+        .map_or(message, |index| &message[..index])
+        .to_owned()
 }
 
 /// `a=1&b[]=x&b[]=y` → `{"a": "1", "b": ["x", "y"]}`.
@@ -101,6 +132,23 @@ pub(super) fn form_to_json(bytes: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: Option<String>,
+    }
+
+    #[test]
+    fn syntax_is_checked_before_shape() {
+        let truncated = read_json::<Body>(br#"{"unknown": 1, "#).expect_err("truncated");
+        assert_eq!(truncated.code(), ErrorCode::BadRequest);
+        let unknown = read_json::<Body>(br#"{"unknown": 1}"#).expect_err("unknown");
+        assert_eq!(unknown.code(), ErrorCode::ValidationFailed);
+        let shape = read_json::<Body>(b"[1, 2]").expect_err("array");
+        assert_eq!(shape.code(), ErrorCode::ValidationFailed);
+    }
 
     #[test]
     fn forms_become_objects_of_strings() {

@@ -15,13 +15,15 @@ use deskhook_tickets::{
 };
 
 use super::{
-    Answer, created, desk, list, no_content, ok,
+    Answer,
+    body::JsonOrForm,
+    created, desk, list, no_content, ok,
     params::{list_query, path_id, query_bool, text},
 };
 use crate::http::{
     ApiError, AppState,
     auth::{Principal, RequireScope as _},
-    extract::{Json, Query},
+    extract::Query,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -71,7 +73,7 @@ async fn list_customers(
 async fn create_customer(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<NewCustomer>,
+    JsonOrForm(body): JsonOrForm<NewCustomer>,
 ) -> Answer {
     principal.require_write()?;
     Ok(created(
@@ -98,7 +100,7 @@ async fn update_customer(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<CustomerPatch>,
+    JsonOrForm(body): JsonOrForm<CustomerPatch>,
 ) -> Answer {
     principal.require_write()?;
     let key = customer_key(&id)?;
@@ -152,7 +154,7 @@ async fn list_users(
 async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<NewUser>,
+    JsonOrForm(body): JsonOrForm<NewUser>,
 ) -> Answer {
     principal.require_write()?;
     Ok(created(&desk(&state, &principal).create_user(body).await?))
@@ -175,7 +177,7 @@ async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<UserPatch>,
+    JsonOrForm(body): JsonOrForm<UserPatch>,
 ) -> Answer {
     principal.require_write()?;
     let key = user_key(&id)?;

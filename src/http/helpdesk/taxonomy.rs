@@ -14,13 +14,15 @@ use deskhook_tickets::{
 };
 
 use super::{
-    Answer, created, desk, list, no_content, ok,
+    Answer,
+    body::JsonOrForm,
+    created, desk, list, no_content, ok,
     params::{list_query, path_id, text},
 };
 use crate::http::{
     ApiError, AppState,
     auth::{Principal, RequireScope as _},
-    extract::{Json, Query},
+    extract::Query,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -62,7 +64,7 @@ async fn list_groups(
 async fn create_group(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<NewGroup>,
+    JsonOrForm(body): JsonOrForm<NewGroup>,
 ) -> Answer {
     principal.require_write()?;
     Ok(created(&desk(&state, &principal).create_group(body).await?))
@@ -85,7 +87,7 @@ async fn update_group(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<GroupPatch>,
+    JsonOrForm(body): JsonOrForm<GroupPatch>,
 ) -> Answer {
     principal.require_write()?;
     let key = group_key(&id)?;
@@ -126,7 +128,7 @@ async fn list_tags(
 async fn create_tag(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<NewTag>,
+    JsonOrForm(body): JsonOrForm<NewTag>,
 ) -> Answer {
     principal.require_write()?;
     Ok(created(&desk(&state, &principal).create_tag(body).await?))
@@ -149,7 +151,7 @@ async fn update_tag(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<TagPatch>,
+    JsonOrForm(body): JsonOrForm<TagPatch>,
 ) -> Answer {
     principal.require_write()?;
     let key = tag_key(&id)?;
