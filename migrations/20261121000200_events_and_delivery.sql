@@ -88,6 +88,7 @@ CREATE INDEX delivery_inflight ON delivery (lease_until) INCLUDE (endpoint_id) W
 CREATE INDEX delivery_lane ON delivery (order_key, id) WHERE state = 0 AND order_key IS NOT NULL;
 CREATE UNIQUE INDEX delivery_one_in_flight_per_key ON delivery (order_key)
   WHERE state = 1 AND order_key IS NOT NULL;
+CREATE INDEX delivery_event ON delivery (event_id);
 
 -- Finished deliveries (succeeded or dead), readable by id and in lists for the retention period.
 CREATE TABLE delivery_finished (
@@ -106,6 +107,7 @@ CREATE TABLE delivery_finished (
 CREATE INDEX delivery_finished_workspace ON delivery_finished (workspace_id, id);
 CREATE INDEX delivery_finished_dead ON delivery_finished (endpoint_id, finished_at) WHERE status = 'dead';
 CREATE INDEX delivery_finished_age ON delivery_finished (finished_at);
+CREATE INDEX delivery_finished_event ON delivery_finished (event_id);
 
 -- Every attempt, appended, never updated.
 CREATE TABLE delivery_attempt (

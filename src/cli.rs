@@ -16,6 +16,7 @@ use crate::{
     database::{self, DatabaseSettings},
     ids::{self, Kind},
     telemetry,
+    webhooks::SecretBox,
 };
 
 /// Deskhook: webhook delivery for helpdesks.
@@ -75,6 +76,40 @@ enum KeyCommand {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+}
+
+/// A parsed `DESKHOOK_SECRET_KEY` (never printed).
+#[derive(Clone)]
+struct SecretKey([u8; 32]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([REDACTED])")
+    }
+}
+
+fn parse_secret_key(text: &str) -> Result<SecretKey, String> {
+    SecretBox::parse_key(text).map(SecretKey)
+}
+
+/// The operator key: the setting, or the key file in the data directory.
+fn secret_box(key: Option<&SecretKey>, data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
+    if let Some(SecretKey(key)) = key {
+        return Ok(SecretBox::new(*key));
+    }
+    let (key, created) = SecretBox::key_file(data_dir).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot read or create {}/secret.key (set DESKHOOK_SECRET_KEY instead): {error}",
+            data_dir.display()
+        )
+    })?;
+    if created {
+        tracing::warn!(
+            path = %data_dir.join("secret.key").display(),
+            "generated a key to encrypt webhook secrets at rest; back it up, or set DESKHOOK_SECRET_KEY"
+        );
+    }
+    Ok(SecretBox::new(key))
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -170,6 +205,10 @@ pub struct ServeArgs {
     /// How long events, attempts and finished deliveries are kept.
     #[arg(long, env = "DESKHOOK_RETENTION", default_value = "30d", value_parser = config::parse_duration)]
     retention: Duration,
+    /// The key that encrypts endpoint secrets at rest (base64 or hex of 32 bytes); unset:
+    /// generated once into the data directory.
+    #[arg(long, env = "DESKHOOK_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    secret_key: Option<SecretKey>,
     /// Apply migrations at start (`false` when a separate `deskhook migrate` step does it).
     #[arg(long, env = "DESKHOOK_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     migrate: bool,
@@ -254,6 +293,7 @@ pub fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    let secret_box = secret_box(args.secret_key.as_ref(), &args.database.data_dir)?;
     let database = database::Database::open(args.database.settings()).await?;
     let config = Config {
         listen: args.listen,
@@ -269,6 +309,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         migrate_on_start: args.migrate,
         retention: args.retention,
+        secret_box,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -220,6 +220,8 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// How long history is kept.
     pub retention: Duration,
+    /// The operator key that encrypts endpoint secrets at rest.
+    pub secret_box: crate::webhooks::SecretBox,
 }
 
 impl fmt::Debug for Config {
@@ -238,6 +240,7 @@ impl fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("migrate_on_start", &self.migrate_on_start)
             .field("retention", &self.retention)
+            .field("secret_box", &self.secret_box)
             .finish()
     }
 }
@@ -259,6 +262,7 @@ impl Config {
             rate_limit: RateLimit::PerMinute(600),
             migrate_on_start: true,
             retention: Duration::from_secs(30 * 86_400),
+            secret_box: crate::webhooks::SecretBox::random(),
         }
     }
 }

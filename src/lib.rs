@@ -6,11 +6,16 @@
 //! - [`config`]: the validated configuration of `serve` and the parsers of its values.
 //! - [`database`]: the connection pool, migrations, and the private PostgreSQL default.
 //! - [`server`]: `run(config, listener, shutdown)`, which starts the roles of one instance.
+//! - [`delivery`]: the worker pool: claim, sign, POST (SSRF-guarded), settle.
+//! - [`events`]: the event catalogue and the body every delivery carries.
 //! - [`http`]: the HTTP surface: routing, the error envelope, handlers. Thin by rule.
+//! - [`ingest`]: validating and queueing events posted by an external helpdesk core.
 //! - [`ids`]: the opaque prefixed public ids (`tkt_…`, `evt_…`), re-exported from the ticket core.
 //! - [`queue`]: the durable delivery queue in PostgreSQL (enqueue/fan-out, claim, settle).
+//! - [`signing`]: Standard Webhooks signatures (and the simple and legacy schemes).
 //! - [`metrics`]: every Prometheus metric, defined in one place.
 //! - [`telemetry`]: structured logs.
+//! - [`webhooks`]: endpoints, their filters and their encrypted signing secrets.
 //!
 //! The helpdesk domain (tickets, customers, agents, conversations, tags, SLA policies) is the
 //! `deskhook-tickets` crate; it knows nothing of HTTP.
@@ -19,11 +24,16 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod database;
+pub mod delivery;
+pub mod events;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod queue;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use deskhook_tickets::ids;
 pub use server::run;

@@ -20,6 +20,11 @@ use crate::{
     auth::Authenticator,
     config::Config,
     database,
+    delivery::{
+        client::DeliveryClient,
+        dispatcher::{Dispatcher, DispatcherConfig, TargetCache, run_lease_reaper},
+        ssrf::AddressGuard,
+    },
     http::{self, AppState, rate_limit::RateLimiter},
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
@@ -35,15 +40,19 @@ pub async fn run(
     let pool = database::pool(&config.database_url, config.pool_size)?;
     let migrated = Arc::new(AtomicBool::new(false));
     let wakeup = Wakeup::default();
+    let targets = Arc::new(TargetCache::default());
+    let metrics = Metrics::new();
     let state = AppState {
         pool: pool.clone(),
-        metrics: Metrics::new(),
+        metrics: metrics.clone(),
         config: Arc::new(config.clone()),
         migrated: migrated.clone(),
         auth: Arc::new(Authenticator::new(pool.clone())),
         rate_limiter: Arc::new(RateLimiter::new(config.rate_limit)),
         outbox: Arc::new(QueueOutbox::new(wakeup.clone())),
         wakeup: wakeup.clone(),
+        targets: targets.clone(),
+        address_guard: Arc::new(AddressGuard::new(config.allow_networks.clone())),
     };
     let notifier = tokio::spawn(wakeup.clone().run_notifier(pool.clone(), shutdown.clone()));
 
@@ -54,17 +63,85 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // Background roles start once the schema is in place.
+    let roles = tokio::spawn(start_roles(
+        config.clone(),
+        pool.clone(),
+        wakeup.clone(),
+        metrics.clone(),
+        targets,
+        migrated_flag(&state),
+        shutdown.clone(),
+    ));
+
     let address = listener.local_addr()?;
     tracing::info!(%address, roles = %config.roles, "deskhook listening");
     let http = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let http_result = http.await;
 
+    // HTTP has stopped accepting; now the workers drain.
+    let _ = roles.await;
     schema.abort();
     notifier.abort();
     pool.close().await;
     tracing::info!("deskhook stopped");
     http_result.map_err(Into::into)
+}
+
+fn migrated_flag(state: &AppState) -> Arc<AtomicBool> {
+    state.migrated.clone()
+}
+
+/// Starts the delivery workers and the timers once migrations are applied, and waits for them
+/// to stop after `shutdown`.
+async fn start_roles(
+    config: Config,
+    pool: sqlx::PgPool,
+    wakeup: Wakeup,
+    metrics: Metrics,
+    targets: Arc<TargetCache>,
+    migrated: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    while !migrated.load(Ordering::Acquire) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.roles.workers {
+        let client = DeliveryClient::new(
+            AddressGuard::new(config.allow_networks.clone()),
+            config.attempt_timeout,
+        );
+        let dispatcher = Dispatcher::new(
+            pool.clone(),
+            client,
+            config.secret_box.clone(),
+            DispatcherConfig {
+                concurrency: config.worker_concurrency,
+                claim_batch: config.claim_batch,
+                schedule: config.retry_schedule.clone(),
+                attempt_timeout: config.attempt_timeout,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+            wakeup.clone(),
+            metrics.clone(),
+            targets,
+        );
+        tasks.spawn(dispatcher.run(shutdown.clone()));
+    }
+    if config.roles.timers {
+        tasks.spawn(run_lease_reaper(
+            pool.clone(),
+            wakeup.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Applies migrations (or waits for another instance or `deskhook migrate` to), retrying while

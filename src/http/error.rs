@@ -220,6 +220,31 @@ impl From<deskhook_tickets::TicketError> for ApiError {
     }
 }
 
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(error: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError;
+        match error {
+            WebhookError::NotFound => Self::not_found("Webhook endpoint"),
+            WebhookError::Invalid(fields) => Self::invalid_fields(fields),
+            WebhookError::Secret(error) => Self::internal(&error),
+            WebhookError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(error: crate::ingest::IngestError) -> Self {
+        use crate::ingest::IngestError;
+        match error {
+            IngestError::Malformed(message) => {
+                Self::bad_request(format!("Malformed JSON: {message}"))
+            }
+            IngestError::Invalid(fields) => Self::invalid_fields(fields),
+            IngestError::Database(error) => error.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {

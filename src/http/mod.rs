@@ -11,6 +11,7 @@ mod helpdesk;
 mod ops;
 pub mod pagination;
 pub mod rate_limit;
+mod webhooks;
 
 use std::{
     sync::{
@@ -33,6 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::Authenticator,
     config::Config,
+    delivery::{dispatcher::TargetCache, ssrf::AddressGuard},
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
 };
@@ -57,6 +59,10 @@ pub struct AppState {
     pub outbox: Arc<QueueOutbox>,
     /// Wakes the delivery dispatcher after events are committed.
     pub wakeup: Wakeup,
+    /// The dispatcher's cache of endpoint settings, invalidated on endpoint changes.
+    pub targets: Arc<TargetCache>,
+    /// Which destinations endpoints may point at.
+    pub address_guard: Arc<AddressGuard>,
 }
 
 impl AppState {
@@ -76,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         let v1 = Router::new()
             .merge(api_keys::routes())
             .merge(helpdesk::routes())
+            .merge(webhooks::routes())
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),

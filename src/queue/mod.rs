@@ -16,8 +16,14 @@
 //! The hot table `delivery` holds only unfinished work; history lives in `delivery_finished`
 //! and `delivery_attempt`.
 
+pub mod claim;
+pub mod deliveries;
 pub mod enqueue;
-mod wakeup;
+pub mod events;
+pub mod settle;
+pub mod wakeup;
 
+pub use claim::Claimed;
 pub use enqueue::{NewEvent, QueueOutbox, Stored, enqueue};
+pub use settle::{Settled, Settlement, Verdict};
 pub use wakeup::Wakeup;

@@ -42,6 +42,11 @@ impl Wakeup {
         }
     }
 
+    /// Wakes this instance's dispatcher only (a NOTIFY from another instance, a retry due).
+    pub fn wake_dispatcher(&self) {
+        self.inner.local.notify_one();
+    }
+
     /// Waits until woken.
     pub async fn notified(&self) {
         self.inner.local.notified().await;

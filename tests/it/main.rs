@@ -4,5 +4,6 @@
 mod support;
 
 mod cli;
+mod delivery;
 mod helpdesk;
 mod ops;

@@ -140,6 +140,8 @@ pub struct LocalPostgres {
     cluster_dir: PathBuf,
     watchdog: Option<(Child, ChildStdin)>,
     notes: Vec<String>,
+    binaries: Binaries,
+    owner: os_user::ServerOwner,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -195,6 +197,8 @@ impl LocalPostgres {
                 cluster_dir,
                 watchdog: None,
                 notes,
+                binaries: binaries.clone(),
+                owner,
             });
         }
 
@@ -215,6 +219,8 @@ impl LocalPostgres {
                 cluster_dir: cluster_dir.clone(),
                 watchdog: Some((child, stdin)),
                 notes: notes.clone(),
+                binaries: binaries.clone(),
+                owner: owner.clone(),
             };
             match server.wait_ready(&log_path, Duration::from_secs(60)) {
                 Ok(()) => return Ok(server),
@@ -243,6 +249,25 @@ impl LocalPostgres {
     /// Things worth telling the operator (a cluster created, a directory relocated).
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and starts it again on the
+    /// same port, as an operator's restart would. Only for a server this value started.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        if self.watchdog.is_none() {
+            return Ok(());
+        }
+        self.shutdown();
+        let log_path = self.cluster_dir.with_extension("log");
+        let (child, stdin) = spawn_watchdog(
+            &self.binaries,
+            &self.cluster_dir,
+            &self.owner,
+            self.connect.port,
+            &log_path,
+        )?;
+        self.watchdog = Some((child, stdin));
+        self.wait_ready(&log_path, Duration::from_secs(60))
     }
 
     /// Stops the server if this value started it, and waits until it has exited.

@@ -1,5 +1,7 @@
 //! Test support: start the real app on `127.0.0.1:0` against a fresh database, and talk to it.
 
+pub mod receiver;
+
 use std::{net::SocketAddr, time::Duration};
 
 use deskhook::config::Config;
@@ -31,9 +33,14 @@ impl TestApp {
 
     /// Starts another instance on the same database (several instances share one database).
     pub async fn spawn_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            deskhook::telemetry::init(deskhook::config::LogFormat::Pretty);
+        }
         let mut config = Config::for_database(&db.url);
         config.allow_networks = deskhook::config::parse_networks("127.0.0.1/32").expect("cidr");
         config.rate_limit = deskhook::config::RateLimit::Off;
+        // Every instance of a deployment shares the operator key.
+        config.secret_box = deskhook::webhooks::SecretBox::new([7; 32]);
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");

@@ -1,0 +1,78 @@
+//! When to try again: the configured schedule (`DESKHOOK_RETRY_SCHEDULE`), ±20 % jitter, and
+//! `Retry-After` honoured up to the schedule's longest delay. Pure and unit-tested.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+use crate::config::RetrySchedule;
+
+/// The delay before the next attempt after a failed one, or `None` when the delivery is dead.
+///
+/// `attempts_since_replay` counts the attempts made since the delivery was (re)queued,
+/// including the one that just failed: the schedule restarts after a manual retry.
+pub fn next_delay(
+    schedule: &RetrySchedule,
+    attempts_since_replay: u32,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    let index = usize::try_from(attempts_since_replay.checked_sub(1)?).ok()?;
+    let planned = *schedule.delays.get(index)?;
+    if let Some(asked) = retry_after {
+        let longest = schedule.delays.iter().max().copied().unwrap_or(planned);
+        return Some(asked.min(longest));
+    }
+    Some(jitter(planned))
+}
+
+/// ±20 %, so receivers recovering from an outage are not hit by a synchronised wave.
+fn jitter(delay: Duration) -> Duration {
+    let factor: f64 = rand::thread_rng().gen_range(0.8..=1.2);
+    delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> RetrySchedule {
+        "5s,30s,2m".parse().expect("schedule")
+    }
+
+    #[test]
+    fn follows_the_schedule_with_jitter_then_gives_up() {
+        for (attempt, base) in [(1, 5.0), (2, 30.0), (3, 120.0)] {
+            for _ in 0..50 {
+                let delay = next_delay(&schedule(), attempt, None)
+                    .expect("a retry is left")
+                    .as_secs_f64();
+                assert!(
+                    (base * 0.8..=base * 1.2).contains(&delay),
+                    "attempt {attempt}: {delay}"
+                );
+            }
+        }
+        assert_eq!(
+            next_delay(&schedule(), 4, None),
+            None,
+            "1 + 3 attempts, then dead"
+        );
+        assert_eq!(next_delay(&RetrySchedule { delays: vec![] }, 1, None), None);
+    }
+
+    #[test]
+    fn retry_after_replaces_the_delay_up_to_the_longest_one() {
+        assert_eq!(
+            next_delay(&schedule(), 1, Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            next_delay(&schedule(), 1, Some(Duration::from_secs(86_400))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            next_delay(&schedule(), 4, Some(Duration::from_secs(1))),
+            None
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The outbound-address guard (SSRF).
+//!
+//! By default Deskhook refuses to deliver to loopback, private (RFC 1918, ULA), link-local
+//! (169.254.0.0/16, fe80::/10), CGNAT (100.64.0.0/10), 0.0.0.0/8, 192.0.0.0/24,
+//! benchmarking (198.18.0.0/15), reserved (240.0.0.0/4), broadcast, multicast, documentation
+//! and unspecified addresses. IPv4-mapped and NAT64 IPv6 addresses are judged by the IPv4
+//! address inside. Operators exempt networks with `DESKHOOK_ALLOW_NETWORKS`.
+//!
+//! Names are checked after resolution, in the HTTP client's resolver, so a name cannot be
+//! re-pointed at an internal address between a check and the connection.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// Decides which destination addresses may be contacted.
+#[derive(Debug, Clone, Default)]
+pub struct AddressGuard {
+    allow: Vec<IpNet>,
+}
+
+/// A destination the guard refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("destination {address} is a {class} address and is not in DESKHOOK_ALLOW_NETWORKS")]
+pub struct Refused {
+    /// The refused address.
+    pub address: IpAddr,
+    /// What kind of address it is.
+    pub class: &'static str,
+}
+
+impl AddressGuard {
+    /// A guard that exempts `allow`.
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        Self { allow }
+    }
+
+    /// Whether `address` may be contacted.
+    pub fn check(&self, address: IpAddr) -> Result<(), Refused> {
+        let inner = match address {
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        let allowed = |ip: IpAddr| self.allow.iter().any(|net| net.contains(&ip));
+        if allowed(address) || inner.is_some_and(allowed) {
+            return Ok(());
+        }
+        match forbidden_class(address) {
+            Some(class) => Err(Refused { address, class }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The class of a non-public address, or `None` for a public one.
+pub fn forbidden_class(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) => v4_class(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = embedded_v4(v6) {
+                return v4_class(v4);
+            }
+            v6_class(v6)
+        }
+    }
+}
+
+fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    let class = if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_private() {
+        "private"
+    } else if ip.is_link_local() {
+        "link-local"
+    } else if a == 100 && (64..=127).contains(&b) {
+        "shared (CGNAT)"
+    } else if a == 0 {
+        "unspecified"
+    } else if a == 192 && b == 0 && c == 0 {
+        "IETF protocol assignment"
+    } else if a == 198 && (b == 18 || b == 19) {
+        "benchmarking"
+    } else if ip.is_broadcast() {
+        "broadcast"
+    } else if a >= 240 {
+        "reserved"
+    } else if ip.is_multicast() {
+        "multicast"
+    } else if ip.is_documentation() {
+        "documentation"
+    } else {
+        return None;
+    };
+    Some(class)
+}
+
+fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
+    let first = ip.segments()[0];
+    let class = if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_unspecified() {
+        "unspecified"
+    } else if first & 0xfe00 == 0xfc00 {
+        "private (ULA)"
+    } else if first & 0xffc0 == 0xfe80 {
+        "link-local"
+    } else if ip.is_multicast() {
+        "multicast"
+    } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
+        "documentation"
+    } else {
+        return None;
+    };
+    Some(class)
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible or NAT64
+/// (`64:ff9b::a.b.c.d`) address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
+    let compatible = s[..6].iter().all(|&x| x == 0) && !ip.is_loopback() && !ip.is_unspecified();
+    (nat64 || compatible).then(|| {
+        let [.., hi, lo] = s;
+        Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> bool {
+        AddressGuard::default()
+            .check(text.parse().expect("address"))
+            .is_err()
+    }
+
+    #[test]
+    fn every_documented_range_is_refused() {
+        for address in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(refused(address), "{address} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for address in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:93.184.216.34",
+            "100.128.0.1",
+        ] {
+            assert!(!refused(address), "{address} is public");
+        }
+    }
+
+    #[test]
+    fn the_allow_list_exempts_exactly_its_networks() {
+        let guard = AddressGuard::new(vec!["127.0.0.1/32".parse().expect("cidr")]);
+        assert!(guard.check("127.0.0.1".parse().expect("ip")).is_ok());
+        assert!(guard.check("127.0.0.2".parse().expect("ip")).is_err());
+        assert!(guard.check("::1".parse().expect("ip")).is_err());
+        assert!(
+            guard
+                .check("::ffff:127.0.0.2".parse().expect("ip"))
+                .is_err()
+        );
+    }
+}

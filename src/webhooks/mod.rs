@@ -1,0 +1,594 @@
+//! Webhook endpoints (subscriptions): their settings, event filters and signing secrets.
+//!
+//! Owns the `endpoint` and `endpoint_secret` tables. Secrets are generated here, shown once
+//! (at creation and through the admin-only reveal), and stored encrypted with the operator key
+//! ([`secret_box`]). Validation is pure and lives here, not in the handlers. Nothing here sends
+//! a request or touches the delivery queue's rows except to re-queue on `enable`/`delete`.
+
+pub mod secret_box;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::{PgExecutor, PgPool};
+use url::Url;
+
+use crate::{
+    delivery::ssrf::AddressGuard,
+    events,
+    ids::{self, Kind},
+    signing::SigningSecret,
+};
+pub use secret_box::SecretBox;
+
+/// What an endpoint operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No such endpoint in this workspace.
+    #[error("webhook endpoint not found")]
+    NotFound,
+    /// Invalid settings: field → reason.
+    #[error("invalid webhook settings: {0:?}")]
+    Invalid(BTreeMap<String, String>),
+    /// A stored secret cannot be opened with the configured operator key.
+    #[error(transparent)]
+    Secret(#[from] secret_box::SecretBoxError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// How deliveries to an endpoint are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Any order, as fast as possible.
+    None,
+    /// Strictly in event order per ticket, one in flight per ticket.
+    PerTicket,
+}
+
+impl Ordering {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::PerTicket => "per_ticket",
+        }
+    }
+}
+
+/// An endpoint as the API shows it (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// `wh_…`
+    pub id: String,
+    /// The URL deliveries are POSTed to.
+    pub url: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Subscribed types, or `["*"]`.
+    pub events: Vec<String>,
+    /// Whether deliveries are sent.
+    pub enabled: bool,
+    /// Why it is disabled: `manual`, `gone_410` or `consecutive_failures`.
+    pub disabled_reason: Option<String>,
+    /// `none` or `per_ticket`.
+    pub ordering: Ordering,
+    /// Concurrent attempts at most.
+    pub max_in_flight: i32,
+    /// Requests per second at most (per instance), if limited.
+    pub rate_limit_per_second: Option<i32>,
+    /// Extra request headers.
+    pub headers: Map<String, Value>,
+    /// Also send the bare-hex HMAC of the body in this header (seed 000 receivers).
+    pub legacy_signature_header: Option<String>,
+    /// Whether internal notes are delivered.
+    pub include_internal_notes: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    /// The database key.
+    pub key: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: i64,
+    url: String,
+    description: Option<String>,
+    event_types: Vec<String>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    ordering: String,
+    max_in_flight: i32,
+    rate_limit_per_second: Option<i32>,
+    headers: sqlx::types::Json<Map<String, Value>>,
+    legacy_signature_header: Option<String>,
+    include_internal_notes: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(row: EndpointRow) -> Self {
+        Self {
+            id: ids::encode(Kind::Webhook, row.id),
+            key: row.id,
+            url: row.url,
+            description: row.description,
+            events: row.event_types,
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            ordering: if row.ordering == "per_ticket" {
+                Ordering::PerTicket
+            } else {
+                Ordering::None
+            },
+            max_in_flight: row.max_in_flight,
+            rate_limit_per_second: row.rate_limit_per_second,
+            headers: row.headers.0,
+            legacy_signature_header: row.legacy_signature_header,
+            include_internal_notes: row.include_internal_notes,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, url, description, event_types, enabled, disabled_reason, ordering, \
+    max_in_flight, rate_limit_per_second, headers, legacy_signature_header, include_internal_notes, \
+    created_at, updated_at";
+
+/// Settings of a new endpoint or a change to one (`None` = unchanged / default).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSettings {
+    /// Target URL (required on create).
+    pub url: Option<String>,
+    /// Description; `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// Subscribed types.
+    pub events: Option<Vec<String>>,
+    /// Enabled.
+    pub enabled: Option<bool>,
+    /// Ordering.
+    pub ordering: Option<Ordering>,
+    /// In-flight cap.
+    pub max_in_flight: Option<i32>,
+    /// Rate limit; `Some(None)` removes it.
+    pub rate_limit_per_second: Option<Option<i32>>,
+    /// Custom headers (replaces all).
+    pub headers: Option<Map<String, Value>>,
+    /// Legacy header name; `Some(None)` removes it.
+    pub legacy_signature_header: Option<Option<String>>,
+    /// Deliver internal notes.
+    pub include_internal_notes: Option<bool>,
+}
+
+/// Headers Deskhook sets itself; custom headers may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "user-agent",
+    "host",
+    "connection",
+    "transfer-encoding",
+];
+
+impl EndpointSettings {
+    /// Checks every given field; on create, `url` is required.
+    pub fn validate(&self, creating: bool, guard: &AddressGuard) -> Result<(), WebhookError> {
+        let mut errors = BTreeMap::new();
+        match &self.url {
+            Some(url) => {
+                if let Err(reason) = validate_url(url, guard) {
+                    errors.insert("url".to_owned(), reason);
+                }
+            }
+            None if creating => {
+                errors.insert("url".to_owned(), "is required".to_owned());
+            }
+            None => {}
+        }
+        if let Some(types) = &self.events {
+            if types.is_empty() {
+                errors.insert(
+                    "events".to_owned(),
+                    "must list at least one event type, or [\"*\"]".to_owned(),
+                );
+            } else if let Some(bad) = types
+                .iter()
+                .find(|t| t.as_str() != "*" && !events::is_subscribable(t))
+            {
+                errors.insert(
+                    "events".to_owned(),
+                    format!(
+                        "unknown event type `{bad}`; expected \"*\" or some of: {}",
+                        events::EVENT_TYPES
+                            .iter()
+                            .filter(|t| **t != events::TEST_EVENT)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(max) = self.max_in_flight
+            && !(1..=1000).contains(&max)
+        {
+            errors.insert(
+                "max_in_flight".to_owned(),
+                "must be between 1 and 1000".to_owned(),
+            );
+        }
+        if let Some(Some(rate)) = self.rate_limit_per_second
+            && rate < 1
+        {
+            errors.insert(
+                "rate_limit_per_second".to_owned(),
+                "must be a positive number or null".to_owned(),
+            );
+        }
+        let legacy = self
+            .legacy_signature_header
+            .as_ref()
+            .and_then(|h| h.as_deref())
+            .map(str::to_ascii_lowercase);
+        if let Some(name) = &legacy
+            && (reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&name.as_str())
+                || name.starts_with("deskhook-"))
+        {
+            errors.insert(
+                "legacy_signature_header".to_owned(),
+                "must be a valid header name that Deskhook does not set itself".to_owned(),
+            );
+        }
+        if let Some(headers) = &self.headers {
+            for (name, value) in headers {
+                let lower = name.to_ascii_lowercase();
+                let reason = if RESERVED_HEADERS.contains(&lower.as_str())
+                    || lower.starts_with("deskhook-")
+                    || legacy.as_deref() == Some(lower.as_str())
+                {
+                    Some("Deskhook sets this header itself; it cannot be overridden")
+                } else if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    Some("is not a valid header name")
+                } else if value
+                    .as_str()
+                    .is_none_or(|v| reqwest::header::HeaderValue::from_str(v).is_err())
+                {
+                    Some("the value must be a string valid in an HTTP header")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    errors.insert(format!("headers.{name}"), reason.to_owned());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(WebhookError::Invalid(errors))
+        }
+    }
+}
+
+fn validate_url(text: &str, guard: &AddressGuard) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|error| format!("is not a valid URL ({error})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".to_owned());
+    }
+    let host = url.host().ok_or("must have a host")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use custom headers".to_owned());
+    }
+    let literal = match host {
+        url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    };
+    if let Some(ip) = literal {
+        guard.check(ip).map_err(|refused| refused.to_string())?;
+    }
+    Ok(())
+}
+
+/// Creates an endpoint with a fresh secret; returns it and the secret (shown once).
+pub async fn create(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    workspace_id: i64,
+    settings: &EndpointSettings,
+) -> Result<(Endpoint, SigningSecret), WebhookError> {
+    let secret = SigningSecret::generate();
+    let mut tx = pool.begin().await?;
+    let row: EndpointRow = sqlx::query_as(&format!(
+        "INSERT INTO endpoint (workspace_id, url, description, event_types, enabled, disabled_reason, \
+             disabled_at, ordering, max_in_flight, rate_limit_per_second, headers, \
+             legacy_signature_header, include_internal_notes) \
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE 'manual' END, \
+                 CASE WHEN $5 THEN NULL ELSE now() END, $6, $7, $8, $9, $10, $11) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(workspace_id)
+    .bind(settings.url.as_deref().unwrap_or_default())
+    .bind(settings.description.clone().flatten())
+    .bind(settings.events.clone().unwrap_or_else(|| vec!["*".to_owned()]))
+    .bind(settings.enabled.unwrap_or(true))
+    .bind(settings.ordering.unwrap_or(Ordering::None).as_str())
+    .bind(settings.max_in_flight.unwrap_or(8))
+    .bind(settings.rate_limit_per_second.flatten())
+    .bind(sqlx::types::Json(settings.headers.clone().unwrap_or_default()))
+    .bind(settings.legacy_signature_header.clone().flatten())
+    .bind(settings.include_internal_notes.unwrap_or(false))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
+        .bind(row.id)
+        .bind(secret_box.seal(secret.expose()))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((row.into(), secret))
+}
+
+/// A page of the workspace's endpoints after `after` (by id), and the total.
+pub async fn list(
+    pool: &PgPool,
+    workspace_id: i64,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<Endpoint>, i64), WebhookError> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoint WHERE workspace_id = $1 AND deleted_at IS NULL \
+           AND id > coalesce($2, 0) ORDER BY id LIMIT $3"
+    ))
+    .bind(workspace_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM endpoint WHERE workspace_id = $1 AND deleted_at IS NULL LIMIT 10001) t",
+    )
+    .bind(workspace_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+/// One endpoint of the workspace.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    workspace_id: i64,
+    key: i64,
+) -> Result<Endpoint, WebhookError> {
+    let row: Option<EndpointRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoint WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
+    ))
+    .bind(workspace_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    row.map(Into::into).ok_or(WebhookError::NotFound)
+}
+
+/// Applies a change. Disabling by hand records `manual`; enabling clears the reason and the
+/// failure streak.
+pub async fn update(
+    pool: &PgPool,
+    workspace_id: i64,
+    key: i64,
+    settings: &EndpointSettings,
+) -> Result<Endpoint, WebhookError> {
+    let row: Option<EndpointRow> = sqlx::query_as(&format!(
+        "UPDATE endpoint SET \
+           url = coalesce($3, url), \
+           description = CASE WHEN $4 THEN $5 ELSE description END, \
+           event_types = coalesce($6, event_types), \
+           enabled = coalesce($7, enabled), \
+           disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason \
+                                  WHEN $7 THEN NULL \
+                                  WHEN enabled THEN 'manual' ELSE disabled_reason END, \
+           disabled_at = CASE WHEN $7 IS NULL THEN disabled_at WHEN $7 THEN NULL \
+                              WHEN enabled THEN now() ELSE disabled_at END, \
+           consecutive_dead = CASE WHEN $7 THEN 0 ELSE consecutive_dead END, \
+           ordering = coalesce($8, ordering), \
+           max_in_flight = coalesce($9, max_in_flight), \
+           rate_limit_per_second = CASE WHEN $10 THEN $11 ELSE rate_limit_per_second END, \
+           headers = coalesce($12, headers), \
+           legacy_signature_header = CASE WHEN $13 THEN $14 ELSE legacy_signature_header END, \
+           include_internal_notes = coalesce($15, include_internal_notes), \
+           updated_at = now() \
+         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(workspace_id)
+    .bind(key)
+    .bind(settings.url.as_deref())
+    .bind(settings.description.is_some())
+    .bind(settings.description.clone().flatten())
+    .bind(settings.events.clone())
+    .bind(settings.enabled)
+    .bind(settings.ordering.map(Ordering::as_str))
+    .bind(settings.max_in_flight)
+    .bind(settings.rate_limit_per_second.is_some())
+    .bind(settings.rate_limit_per_second.flatten())
+    .bind(settings.headers.clone().map(sqlx::types::Json))
+    .bind(settings.legacy_signature_header.is_some())
+    .bind(settings.legacy_signature_header.clone().flatten())
+    .bind(settings.include_internal_notes)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Into::into).ok_or(WebhookError::NotFound)
+}
+
+/// Deletes an endpoint (soft) and drops its waiting deliveries.
+pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), WebhookError> {
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query(
+        "UPDATE endpoint SET deleted_at = now(), enabled = false \
+         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+    )
+    .bind(workspace_id)
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(WebhookError::NotFound);
+    }
+    sqlx::query("DELETE FROM delivery WHERE endpoint_id = $1 AND state = 0")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The current secret and the expiry times of rotated-out secrets still valid.
+pub async fn reveal_secret(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    workspace_id: i64,
+    key: i64,
+) -> Result<(SigningSecret, Vec<DateTime<Utc>>), WebhookError> {
+    get(pool, workspace_id, key).await?;
+    let rows: Vec<(Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT ciphertext, expires_at FROM endpoint_secret \
+         WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
+    )
+    .bind(key)
+    .fetch_all(pool)
+    .await?;
+    let mut current = None;
+    let mut previous = Vec::new();
+    for (ciphertext, expires_at) in rows {
+        match expires_at {
+            None if current.is_none() => {
+                let text = secret_box.open(&ciphertext)?;
+                current = SigningSecret::parse(&text).ok();
+            }
+            Some(at) => previous.push(at),
+            None => {}
+        }
+    }
+    let current = current.ok_or(WebhookError::NotFound)?;
+    Ok((current, previous))
+}
+
+/// Replaces the current secret; the old one keeps signing until `expire_in` from now.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    workspace_id: i64,
+    key: i64,
+    expire_in: std::time::Duration,
+) -> Result<SigningSecret, WebhookError> {
+    let mut tx = pool.begin().await?;
+    get(&mut *tx, workspace_id, key).await?;
+    sqlx::query(
+        "UPDATE endpoint_secret SET expires_at = now() + make_interval(secs => $2) \
+         WHERE endpoint_id = $1 AND expires_at IS NULL",
+    )
+    .bind(key)
+    .bind(expire_in.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    let secret = SigningSecret::generate();
+    sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
+        .bind(key)
+        .bind(secret_box.seal(secret.expose()))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE endpoint SET updated_at = now() WHERE id = $1")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// What the dispatcher needs to send to an endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where to POST.
+    pub url: Url,
+    /// Live secrets, newest first.
+    pub secrets: Vec<SigningSecret>,
+    /// Custom headers.
+    pub headers: Vec<(String, String)>,
+    /// The legacy signature header, if any.
+    pub legacy_signature_header: Option<String>,
+    /// Requests per second at most, if limited.
+    pub rate_limit_per_second: Option<i32>,
+}
+
+/// Loads the send settings of `keys` (deleted or unknown endpoints are absent).
+pub async fn targets(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    keys: &[i64],
+) -> Result<HashMap<i64, Target>, WebhookError> {
+    #[derive(sqlx::FromRow)]
+    struct TargetRow {
+        id: i64,
+        url: String,
+        headers: sqlx::types::Json<Map<String, Value>>,
+        legacy_signature_header: Option<String>,
+        rate_limit_per_second: Option<i32>,
+        secrets: Vec<Vec<u8>>,
+    }
+    let rows: Vec<TargetRow> = sqlx::query_as(
+        "SELECT e.id, e.url, e.headers, e.legacy_signature_header, e.rate_limit_per_second, \
+                array(SELECT s.ciphertext FROM endpoint_secret s \
+                      WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now()) \
+                      ORDER BY s.expires_at IS NULL DESC, s.id DESC) AS secrets \
+         FROM endpoint e WHERE e.id = ANY($1) AND e.deleted_at IS NULL",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let Ok(url) = Url::parse(&row.url) else {
+            continue;
+        };
+        let secrets = row
+            .secrets
+            .iter()
+            .map(|c| secret_box.open(c))
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .filter_map(|text| SigningSecret::parse(text).ok())
+            .collect::<Vec<_>>();
+        if secrets.is_empty() {
+            continue;
+        }
+        let headers = row
+            .headers
+            .0
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+            .collect();
+        out.insert(
+            row.id,
+            Target {
+                url,
+                secrets,
+                headers,
+                legacy_signature_header: row.legacy_signature_header,
+                rate_limit_per_second: row.rate_limit_per_second,
+            },
+        );
+    }
+    Ok(out)
+}
