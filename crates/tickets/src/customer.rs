@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 
 use crate::{
     Helpdesk, TicketError,
@@ -178,23 +178,53 @@ pub(crate) async fn fetch(
 
 /// Finds the live customer with `email` or creates one (named `name`); returns its key. A
 /// found customer without a name gets `name`.
+///
+/// The common case (the customer exists) reads without locking, so concurrent tickets from
+/// one customer do not queue behind each other; only a first contact inserts, and a race
+/// between two first contacts is settled by the unique index.
 pub(crate) async fn find_or_create_by_email(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     workspace_id: i64,
     email: &str,
     name: Option<&str>,
 ) -> Result<i64, TicketError> {
-    let key = sqlx::query_scalar(
-        "INSERT INTO customer (workspace_id, email, name) VALUES ($1, $2, $3) \
-         ON CONFLICT (workspace_id, lower(email)) WHERE email IS NOT NULL AND deleted_at IS NULL \
-         DO UPDATE SET name = coalesce(customer.name, EXCLUDED.name) \
-         RETURNING id",
-    )
-    .bind(workspace_id)
-    .bind(email)
-    .bind(name)
-    .fetch_one(db)
-    .await?;
+    const FIND: &str = "SELECT id, name IS NULL FROM customer \
+         WHERE workspace_id = $1 AND lower(email) = lower($2) AND deleted_at IS NULL";
+    let mut found: Option<(i64, bool)> = sqlx::query_as(FIND)
+        .bind(workspace_id)
+        .bind(email)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if found.is_none() {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO customer (workspace_id, email, name) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, lower(email)) WHERE email IS NOT NULL AND deleted_at IS NULL \
+             DO NOTHING RETURNING id",
+        )
+        .bind(workspace_id)
+        .bind(email)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(key) = inserted {
+            return Ok(key);
+        }
+        found = sqlx::query_as(FIND)
+            .bind(workspace_id)
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    let (key, nameless) = found.ok_or(TicketError::NotFound("Customer"))?;
+    if nameless && let Some(name) = name {
+        sqlx::query(
+            "UPDATE customer SET name = $2, updated_at = now() WHERE id = $1 AND name IS NULL",
+        )
+        .bind(key)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(key)
 }
 

@@ -149,7 +149,8 @@ pub(crate) fn tag_names(field: &str, names: &[String]) -> Result<Vec<String>, Ti
     Ok(kept)
 }
 
-/// The keys of tags named `names` in the workspace, creating the missing ones.
+/// The keys of tags named `names` in the workspace, creating the missing ones. Existing tags
+/// are read without locking; only missing names are inserted.
 pub(crate) async fn ensure(
     conn: &mut PgConnection,
     workspace_id: i64,
@@ -158,22 +159,39 @@ pub(crate) async fn ensure(
     if names.is_empty() {
         return Ok(Vec::new());
     }
+    let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let find = || {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, lower(name) FROM tag WHERE workspace_id = $1 AND lower(name) = ANY($2)",
+        )
+        .bind(workspace_id)
+        .bind(&lowered)
+    };
+    let existing = find().fetch_all(&mut *conn).await?;
+    if existing.len() == names.len() {
+        return Ok(existing.into_iter().map(|(key, _)| key).collect());
+    }
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            let lower = name.to_lowercase();
+            !existing.iter().any(|(_, found)| *found == lower)
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO tag (workspace_id, name) SELECT $1, name FROM unnest($2::text[]) AS n(name) \
          ON CONFLICT (workspace_id, lower(name)) DO NOTHING",
     )
     .bind(workspace_id)
-    .bind(names)
+    .bind(&missing)
     .execute(&mut *conn)
     .await?;
-    let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
-    let keys =
-        sqlx::query_scalar("SELECT id FROM tag WHERE workspace_id = $1 AND lower(name) = ANY($2)")
-            .bind(workspace_id)
-            .bind(&lowered)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(keys)
+    Ok(find()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect())
 }
 
 fn duplicate_name(error: sqlx::Error) -> TicketError {

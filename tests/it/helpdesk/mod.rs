@@ -6,4 +6,5 @@ mod outbox;
 mod pagination;
 mod resources;
 mod seeds;
+mod throughput;
 mod tickets;

@@ -672,7 +672,7 @@ impl Helpdesk<'_> {
             }
             Some(RequesterInput::ByEmail { email, name }) => {
                 customer::find_or_create_by_email(
-                    &mut *tx,
+                    &mut tx,
                     workspace_id,
                     email.trim(),
                     name.as_deref(),
@@ -692,14 +692,16 @@ impl Helpdesk<'_> {
             Opener::Agent(key) => ("agent", Some(key)),
         };
         let status = input.status.unwrap_or(Status::Open);
-        let key: i64 = sqlx::query_scalar(
+        let key: i64 = sqlx::query_scalar(&format!(
             "INSERT INTO ticket (workspace_id, number, subject, description, status, priority, \
              source, requester_id, assignee_id, group_id, custom_fields, created_by_type, \
-             created_by_id, snoozed_until, solved_at, closed_at) \
+             created_by_id, snoozed_until, solved_at, closed_at, latest_message_preview) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
              CASE WHEN $5 IN ('solved', 'closed') THEN now() END, \
-             CASE WHEN $5 = 'closed' THEN now() END) RETURNING id",
-        )
+             CASE WHEN $5 = 'closed' THEN now() END, \
+             (SELECT {} FROM (SELECT $4::text AS body) AS opening)) RETURNING id",
+            message::PREVIEW_SQL
+        ))
         .bind(workspace_id)
         .bind(number)
         .bind(&plan.subject)
@@ -716,7 +718,9 @@ impl Helpdesk<'_> {
         .bind(input.snoozed_until)
         .fetch_one(&mut *tx)
         .await?;
-        replace_tags(&mut tx, workspace_id, key, &plan.tags).await?;
+        if !plan.tags.is_empty() {
+            replace_tags(&mut tx, workspace_id, key, &plan.tags).await?;
+        }
         if let Some(description) = &plan.description {
             let author_input = match input.opener {
                 Opener::Customer => AuthorInput::Customer(Some(requester)),
@@ -738,13 +742,6 @@ impl Helpdesk<'_> {
                 send_at: None,
             };
             message::insert(&mut tx, workspace_id, key, &draft).await?;
-            sqlx::query(&format!(
-                "UPDATE ticket SET latest_message_preview = (SELECT {} FROM message WHERE ticket_id = $1 AND opening) WHERE id = $1",
-                message::PREVIEW_SQL
-            ))
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
         }
         activity::append(
             &mut tx,
