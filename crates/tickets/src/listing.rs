@@ -313,7 +313,11 @@ where
         query.push(" OFFSET ");
         query.push_bind(offset);
     }
-    let rows = query.build().fetch_all(pool).await?;
+    let rows = query
+        .build()
+        .fetch_all(pool)
+        .await
+        .map_err(|error| refuse_bad_position(error, &request.start))?;
 
     let mut items = Vec::with_capacity(rows.len());
     let mut last: Option<(String, i64)> = None;
@@ -347,6 +351,18 @@ where
         next,
         total: (total <= MAX_DEPTH).then_some(total),
     })
+}
+
+/// A position whose value does not cast back to the sort's type (a tampered cursor) makes
+/// PostgreSQL raise a data exception (SQLSTATE class 22): that is the client's bad request.
+fn refuse_bad_position(error: sqlx::Error, start: &Start) -> TicketError {
+    let data_exception = matches!(&error, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| code.starts_with("22")));
+    if data_exception && matches!(start, Start::After(_)) {
+        TicketError::BadRequest("Invalid cursor: pass back `meta.next_cursor` as given".to_owned())
+    } else {
+        error.into()
+    }
 }
 
 /// `%term%` for ILIKE, with the pattern characters of `term` escaped.

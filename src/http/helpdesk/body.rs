@@ -82,8 +82,20 @@ pub(super) fn read_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError
     read_value(value)
 }
 
-/// Reads a parsed document into `T`: any error is 422 naming the field path.
+/// Reads a parsed document into `T`: any error is 422 naming the field path. Text with a NUL
+/// character is refused here (PostgreSQL cannot store it).
 fn read_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if let Some(field) = nul_in(&value, "") {
+        let field = if field.is_empty() {
+            "body".to_owned()
+        } else {
+            field
+        };
+        return Err(ApiError::invalid_field(
+            field,
+            "must not contain NUL characters",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let field = if path.is_empty() || path == "." {
@@ -93,6 +105,30 @@ fn read_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         };
         ApiError::invalid_field(field, without_position(&error.into_inner().to_string()))
     })
+}
+
+/// The path of the first string (or object key) holding a NUL character, if any.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| nul_in(item, &format!("{path}[{index}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let here = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if name.contains('\0') {
+                Some(here)
+            } else {
+                nul_in(item, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde's messages end with ` at line 1 column 42`: no use to an API client.
@@ -148,6 +184,8 @@ mod tests {
         assert_eq!(unknown.code(), ErrorCode::ValidationFailed);
         let shape = read_json::<Body>(b"[1, 2]").expect_err("array");
         assert_eq!(shape.code(), ErrorCode::ValidationFailed);
+        let nul = read_json::<Body>(br#"{"name": "a\u0000b"}"#).expect_err("nul");
+        assert_eq!(nul.code(), ErrorCode::ValidationFailed);
     }
 
     #[test]

@@ -16,7 +16,9 @@ mod tickets;
 
 use axum::{
     Router,
+    extract::Request,
     http::StatusCode,
+    middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use deskhook_tickets::{Actor, Helpdesk, listing::Page};
@@ -36,6 +38,21 @@ pub(super) fn routes() -> Router<AppState> {
         .merge(people::routes())
         .merge(taxonomy::routes())
         .merge(articles::routes())
+        .route_layer(middleware::from_fn(refuse_nul_in_query))
+}
+
+/// A NUL character in a query value can never match and PostgreSQL cannot take it as text:
+/// a 400 here instead of a database error later.
+async fn refuse_nul_in_query(request: Request, next: Next) -> Response {
+    let has_nul = request.uri().query().is_some_and(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .any(|(name, value)| name.contains('\0') || value.contains('\0'))
+    });
+    if has_nul {
+        return ApiError::bad_request("Query values must not contain NUL characters")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// The key's workspace's helpdesk.

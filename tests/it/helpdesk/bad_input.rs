@@ -250,6 +250,22 @@ async fn bad_input_is_a_4xx_with_the_envelope_on_every_route() {
             "/tickets/reply".to_owned(),
             json!({"message_id": "msg_0000000000001"}),
         ),
+        // NUL characters, which PostgreSQL cannot store as text.
+        (
+            Method::POST,
+            "/tickets".to_owned(),
+            json!({"subject": "a\u{0}b", "customer_email": "a@example.com"}),
+        ),
+        (
+            Method::POST,
+            format!("/tickets/{t}/messages"),
+            json!({"body": "nul \u{0}", "author": {"type": "customer"}}),
+        ),
+        (
+            Method::PATCH,
+            format!("/customers/{customer}"),
+            json!({"custom_fields": {"k\u{0}": 1}}),
+        ),
     ] {
         cases.push(case(method, &path, Body::Json(body), 422));
     }
@@ -284,6 +300,9 @@ async fn bad_input_is_a_4xx_with_the_envelope_on_every_route() {
             "order_dir=sideways",
             "sort=-colour",
             "cursor=2025-01-01T00:00:00Z&page=2",
+            // Well-formed positions whose values do not cast back: tampered cursors.
+            "cursor=eyJvIjoiY3JlYXRlZF9hdDpkZXNjIiwidiI6Im5vdCBhIHRpbWUiLCJrIjoxfQ",
+            "cursor=eyJvIjoiY3JlYXRlZF9hdDphc2MiLCJ2Ijoibm90IGEgdGltZSIsImsiOjF9",
         ] {
             cases.push(case(
                 Method::GET,
@@ -303,6 +322,8 @@ async fn bad_input_is_a_4xx_with_the_envelope_on_every_route() {
         "created_after=yesterday",
         "assigned_to_me=true",
         "active_state=sleeping",
+        "search=a%00b",
+        "tags=%00",
     ] {
         cases.push(case(
             Method::GET,
