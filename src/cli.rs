@@ -39,6 +39,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show the whole product working: a private database, a local receiver, a ticket's
+    /// events delivered and their signatures verified; then exit.
+    Demo(DemoArgs),
     /// Start only the private PostgreSQL, print its URL, and keep it until stdin closes or a
     /// signal (the test command's one server per run; handy with psql).
     Postgres(PostgresArgs),
@@ -115,6 +118,13 @@ fn secret_box(key: Option<&SecretKey>, data_dir: &std::path::Path) -> anyhow::Re
 fn parse_scope(text: &str) -> Result<Scope, String> {
     Scope::parse(text)
         .ok_or_else(|| format!("`{text}` is not a scope (read, write, ingest, admin)"))
+}
+
+/// `deskhook demo`.
+#[derive(Debug, Clone, clap::Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
 }
 
 /// `deskhook postgres`.
@@ -261,6 +271,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Postgres(args) => postgres(args).await,
+            Command::Demo(args) => crate::demo::run(args.database.settings()).await,
             Command::Workspace(WorkspaceCommand::Create { name, database }) => {
                 create_workspace(&name, database).await
             }

@@ -6,6 +6,7 @@
 //! - [`config`]: the validated configuration of `serve` and the parsers of its values.
 //! - [`database`]: the connection pool, migrations, and the private PostgreSQL default.
 //! - [`server`]: `run(config, listener, shutdown)`, which starts the roles of one instance.
+//! - [`demo`]: `deskhook demo`, the first-run experience (everything in one process, then exit).
 //! - [`delivery`]: the worker pool: claim, sign, POST (SSRF-guarded), settle.
 //! - [`events`]: the event catalogue and the body every delivery carries.
 //! - [`http`]: the HTTP surface: routing, the error envelope, handlers. Thin by rule.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod delivery;
+pub mod demo;
 pub mod events;
 pub mod http;
 pub mod ingest;

@@ -111,6 +111,12 @@ async fn start_roles(
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::metrics::sampler::run(
+        pool.clone(),
+        metrics.clone(),
+        config.roles,
+        shutdown.clone(),
+    ));
     if config.roles.workers {
         let client = DeliveryClient::new(
             AddressGuard::new(config.allow_networks.clone()),

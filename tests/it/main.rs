@@ -5,5 +5,7 @@ mod support;
 
 mod cli;
 mod delivery;
+mod demo;
 mod helpdesk;
+mod observability;
 mod ops;

@@ -143,3 +143,82 @@ async fn several_instances_share_one_database() {
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_list_the_whole_catalogue_from_the_start() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.text().await.expect("text");
+    // Before any event: the families whose series are known up front, with help and type.
+    for (name, kind) in [
+        ("deskhook_http_requests_total", "counter"),
+        ("deskhook_http_request_duration_seconds", "histogram"),
+        ("deskhook_deliveries_completed_total", "counter"),
+        ("deskhook_delivery_attempt_duration_seconds", "histogram"),
+        ("deskhook_delivery_latency_seconds", "histogram"),
+        ("deskhook_delivery_settles_fenced_total", "counter"),
+        ("deskhook_delivery_leases_rescued_total", "counter"),
+        ("deskhook_queue_depth", "gauge"),
+        ("deskhook_queue_oldest_due_seconds", "gauge"),
+        ("deskhook_dead_letters", "gauge"),
+        ("deskhook_webhooks", "gauge"),
+        ("deskhook_webhooks_disabled_total", "counter"),
+        ("deskhook_sla_events_total", "counter"),
+        ("deskhook_sla_timer_lag_seconds", "histogram"),
+        ("deskhook_db_oldest_xact_age_seconds", "gauge"),
+        ("deskhook_db_pool_connections", "gauge"),
+        ("deskhook_db_pool_idle_connections", "gauge"),
+        ("deskhook_db_pool_max_connections", "gauge"),
+        ("deskhook_instance_roles", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!("# HELP {name} "))),
+            "no help line for {name}"
+        );
+        assert!(
+            text.lines()
+                .any(|line| line == format!("# TYPE {name} {kind}")),
+            "{name} is not a {kind}"
+        );
+    }
+    for series in [
+        r#"deskhook_queue_depth{status="pending"}"#,
+        r#"deskhook_queue_depth{status="retrying"}"#,
+        r#"deskhook_queue_depth{status="delivering"}"#,
+        r#"deskhook_webhooks{state="enabled"}"#,
+        r#"deskhook_sla_events_total{kind="breached",metric="first_response"}"#,
+        r#"deskhook_webhooks_disabled_total{reason="gone_410"}"#,
+    ] {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series} "))),
+            "no series {series}"
+        );
+    }
+    // No label value may be an id or a URL.
+    for line in text.lines().filter(|l| l.starts_with("deskhook_")) {
+        assert!(
+            !line.contains("http://") && !line.contains("evt_") && !line.contains("wh_"),
+            "{line}"
+        );
+    }
+    app.stop().await;
+}
