@@ -39,6 +39,8 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run the benchmark (performance.md): load through the public API, a table and JSON lines.
+    Bench(BenchArgs),
     /// Show the whole product working: a private database, a local receiver, a ticket's
     /// events delivered and their signatures verified; then exit.
     Demo(DemoArgs),
@@ -118,6 +120,28 @@ fn secret_box(key: Option<&SecretKey>, data_dir: &std::path::Path) -> anyhow::Re
 fn parse_scope(text: &str) -> Result<Scope, String> {
     Scope::parse(text)
         .ok_or_else(|| format!("`{text}` is not a scope (read, write, ingest, admin)"))
+}
+
+/// `deskhook bench`.
+#[derive(Debug, Clone, clap::Args)]
+struct BenchArgs {
+    /// Scenarios to run (repeat or comma-separate; default: all).
+    #[arg(long = "scenario", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Events per scenario (default depends on the scenario and --quick).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Seed for random payloads and failures.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// A small run that finishes in under a minute (what CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Runs per scenario; the report gives medians.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    #[command(flatten)]
+    database: DatabaseArgs,
 }
 
 /// `deskhook demo`.
@@ -272,6 +296,18 @@ pub fn main() -> ExitCode {
             Command::Migrate(args) => migrate(args).await,
             Command::Postgres(args) => postgres(args).await,
             Command::Demo(args) => crate::demo::run(args.database.settings()).await,
+            Command::Bench(args) => {
+                telemetry::init(LogFormat::Pretty);
+                crate::bench::run(crate::bench::BenchOptions {
+                    scenarios: args.scenarios,
+                    events: args.events,
+                    seed: args.seed,
+                    quick: args.quick,
+                    runs: args.runs,
+                    database: args.database.settings(),
+                })
+                .await
+            }
             Command::Workspace(WorkspaceCommand::Create { name, database }) => {
                 create_workspace(&name, database).await
             }

@@ -76,6 +76,13 @@ impl Database {
         &self.url
     }
 
+    /// The private server's process id (its postmaster), when Deskhook runs one.
+    pub fn server_pid(&self) -> Option<u32> {
+        let local = self.local.as_ref()?;
+        let text = std::fs::read_to_string(local.cluster_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Stops the private server if this process started it.
     pub async fn close(self) {
         if let Some(local) = self.local {

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`auth`]: workspaces, API keys and scopes (tenancy).
+//! - [`bench`]: `deskhook bench`, the benchmark program (performance.md).
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `workspace`, `key`, ...) and their settings.
 //! - [`config`]: the validated configuration of `serve` and the parsers of its values.
 //! - [`database`]: the connection pool, migrations, and the private PostgreSQL default.
@@ -22,6 +23,7 @@
 //! `deskhook-tickets` crate; it knows nothing of HTTP.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod database;

@@ -53,6 +53,7 @@ pub async fn run(
         wakeup: wakeup.clone(),
         targets: targets.clone(),
         address_guard: Arc::new(AddressGuard::new(config.allow_networks.clone())),
+        ingest: crate::ingest::IngestBatcher::start(&pool, &wakeup),
     };
     let notifier = tokio::spawn(wakeup.clone().run_notifier(pool.clone(), shutdown.clone()));
 

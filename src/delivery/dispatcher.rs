@@ -4,7 +4,7 @@
 //! ```text
 //!  wake-up (local commit | NOTIFY | poll | next due) ─► claim batch (≤ free slots) ─► spawn attempts
 //!                                                                                   │ sign, POST
-//!                                     settle batch (≤ 5 ms or 256 outcomes) ◄────────┘
+//!                          settle batch (what is waiting, ≤ 256 outcomes) ◄────────┘
 //! ```
 //! No transaction is held across a POST: a claim commits before any request leaves. On
 //! shutdown the claimer stops, in-flight attempts get `shutdown_timeout` to finish and be
@@ -45,8 +45,6 @@ const TARGET_TTL: Duration = Duration::from_secs(2);
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// The shortest idle wait: due but blocked work is re-checked at most this often.
 const IDLE_FLOOR: Duration = Duration::from_millis(50);
-/// Settles wait at most this long to be batched with others.
-const SETTLE_WINDOW: Duration = Duration::from_millis(5);
 /// Settles per statement at most.
 const SETTLE_BATCH: usize = 256;
 
@@ -431,28 +429,21 @@ impl Dispatcher {
         .with_accepted_at(delivery.accepted_at, &self.metrics)
     }
 
-    /// Writes outcomes in batches until every sender is gone.
+    /// Writes outcomes in batches until every sender is gone. No timer: whatever arrived
+    /// while the previous batch was being written forms the next one, so a lone outcome is
+    /// settled at once and a busy instance settles hundreds per statement.
     async fn settle_loop(self: Arc<Self>, mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
         let mut batch = Vec::with_capacity(SETTLE_BATCH);
-        loop {
-            let Some(first) = outcomes.recv().await else {
-                break;
-            };
+        while let Some(first) = outcomes.recv().await {
             batch.push(first);
-            let window = tokio::time::sleep(SETTLE_WINDOW);
-            tokio::pin!(window);
             while batch.len() < SETTLE_BATCH {
-                tokio::select! {
-                    next = outcomes.recv() => match next {
-                        Some(settlement) => batch.push(settlement),
-                        None => break,
-                    },
-                    () = &mut window => break,
+                match outcomes.try_recv() {
+                    Ok(settlement) => batch.push(settlement),
+                    Err(_) => break,
                 }
             }
             self.flush(&mut batch).await;
         }
-        self.flush(&mut batch).await;
     }
 
     async fn flush(&self, batch: &mut Vec<Settlement>) {

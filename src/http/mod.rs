@@ -63,6 +63,8 @@ pub struct AppState {
     pub targets: Arc<TargetCache>,
     /// Which destinations endpoints may point at.
     pub address_guard: Arc<AddressGuard>,
+    /// Group commit for ingest.
+    pub ingest: crate::ingest::IngestBatcher,
 }
 
 impl AppState {

@@ -563,8 +563,7 @@ async fn ingest_events(
         ));
     }
     let events = ingest::parse(&body)?;
-    let accepted = ingest::accept(&state.pool, principal.workspace_id, events).await?;
-    state.wakeup.notify_local();
+    let accepted = ingest::accept(&state.ingest, principal.workspace_id, events).await?;
     let data: Vec<Value> = accepted
         .iter()
         .map(|a| {

@@ -6,19 +6,20 @@
 //! before the answer; an event whose producer id the workspace already has is a duplicate and
 //! is not queued again. Ingest only queues events: it never creates or changes tickets.
 
+mod batcher;
+
 use std::collections::{BTreeMap, HashSet};
 
+use crate::{
+    events,
+    queue::{NewEvent, Stored},
+};
+pub use batcher::IngestBatcher;
 use chrono::{DateTime, Utc};
 use deskhook_tickets::outbox::EventSource;
 use rand::{Rng as _, distributions::Alphanumeric};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sqlx::PgPool;
-
-use crate::{
-    events,
-    queue::{self, NewEvent, Stored},
-};
 
 /// Events per request at most.
 pub const MAX_BATCH: usize = 500;
@@ -220,27 +221,36 @@ fn generated_id() -> String {
     format!("dh_{random}")
 }
 
-/// Stores the events of one request (one statement, committed before returning).
+/// Stores the events of one request; returns once they are committed (possibly together with
+/// other requests' events: see [`IngestBatcher`]).
 pub async fn accept(
-    pool: &PgPool,
+    batcher: &IngestBatcher,
     workspace_id: i64,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Accepted>, IngestError> {
-    let mut conn = pool.acquire().await?;
-    let stored: Vec<Stored> = queue::enqueue(&mut conn, workspace_id, &events).await?;
-    // Within one batch, a repeated producer id is a duplicate of its first occurrence.
+    // Only the ids and types are needed afterwards: the events themselves move into the batch.
+    let labels: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.external_id.clone().unwrap_or_default(),
+                e.event_type.clone(),
+            )
+        })
+        .collect();
+    let stored: Vec<Stored> = batcher.submit(workspace_id, events).await?;
+    // Within one request, a repeated producer id is a duplicate of its first occurrence.
     let mut seen = HashSet::new();
-    Ok(events
+    Ok(labels
         .into_iter()
         .zip(stored)
-        .map(|(event, stored)| {
-            let external_id = event.external_id.unwrap_or_default();
+        .map(|((external_id, event_type), stored)| {
             let repeated = !seen.insert(external_id.clone());
             Accepted {
                 event_id: stored.event_id,
                 duplicate: stored.duplicate || repeated,
                 external_id,
-                event_type: event.event_type,
+                event_type,
             }
         })
         .collect())

@@ -32,6 +32,20 @@ impl Binaries {
             })
     }
 
+    /// Whether the server's library directory (`../lib` beside the binaries, Debian's layout)
+    /// holds the loadable module `name`.
+    pub fn has_library(&self, name: &str) -> bool {
+        // Through symlinks (`/usr/local/bin/postgres` → Debian's versioned directory).
+        let postgres = self
+            .postgres
+            .canonicalize()
+            .unwrap_or_else(|_| self.postgres.clone());
+        postgres
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|root| root.join("lib").join(format!("{name}.so")).is_file())
+    }
+
     /// Uses the binaries in `dir` only.
     pub fn in_dir(dir: &Path) -> Result<Self, Error> {
         let initdb = dir.join("initdb");

@@ -355,6 +355,14 @@ wait "$pg""#;
     for (name, value) in TUNING {
         command.arg("-c").arg(format!("{name}={value}"));
     }
+    // Statement statistics for operators and the benchmark, where the server has the module.
+    if binaries.has_library("pg_stat_statements") {
+        command
+            .arg("-c")
+            .arg("shared_preload_libraries=pg_stat_statements")
+            .arg("-c")
+            .arg("pg_stat_statements.track=top");
+    }
     command
         .stdin(Stdio::piped())
         .stdout(log)

@@ -1,0 +1,392 @@
+//! `deskhook bench`: the benchmark program (design: performance.md).
+//!
+//! It needs nothing beyond the README's set-up: it opens the private PostgreSQL (or uses
+//! `DATABASE_URL`), measures the bare SQL ceiling of a batched insert/claim/delete cycle on
+//! that server, then for each scenario creates a fresh database, starts `deskhook serve` as a
+//! child process (so its CPU and memory are its own), starts loopback receivers, drives load
+//! through the public HTTP API, and prints a table plus one JSON line per scenario. Every loop
+//! is bounded in count and time, and all traffic stays on 127.0.0.1.
+//!
+//! It measures; it never asserts a speed. CI runs `--quick` to prove it still works.
+
+mod measure;
+mod scenarios;
+mod sink;
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
+
+use crate::database::{Database, DatabaseSettings};
+pub use scenarios::SCENARIOS;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenarios by name (empty: all).
+    pub scenarios: Vec<String>,
+    /// Events per scenario (default depends on the scenario and `quick`).
+    pub events: Option<u64>,
+    /// Seed for the random parts (failures, payload padding).
+    pub seed: u64,
+    /// A small run that finishes in under a minute.
+    pub quick: bool,
+    /// Runs per scenario; the report gives medians.
+    pub runs: u32,
+    /// Where the database is.
+    pub database: DatabaseSettings,
+}
+
+/// The operator key the benchmark's service instances use.
+const SECRET_KEY: [u8; 32] = [42; 32];
+
+/// Runs the benchmark and prints its report.
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let selected: Vec<&str> = if options.scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        for name in &options.scenarios {
+            anyhow::ensure!(
+                SCENARIOS.contains(&name.as_str()),
+                "unknown scenario `{name}`; expected one of {}",
+                SCENARIOS.join(", ")
+            );
+        }
+        SCENARIOS
+            .iter()
+            .copied()
+            .filter(|s| options.scenarios.iter().any(|n| n == s))
+            .collect()
+    };
+    let database = Database::open(options.database.clone()).await?;
+    let server_url = server_url(database.url());
+    let postgres_pid = database.server_pid();
+    let result = async {
+        let ceiling = sql_ceiling(&server_url, options.quick).await?;
+        eprintln!("SQL ceiling (batched insert/claim/delete, 4 connections): {ceiling:.0} jobs/s");
+        let mut reports = Vec::new();
+        for scenario in selected {
+            let mut runs = Vec::new();
+            for run in 0..options.runs.max(1) {
+                eprintln!("running {scenario} ({}/{})", run + 1, options.runs.max(1));
+                let report = run_scenario(scenario, &options, &server_url, postgres_pid, ceiling)
+                    .await
+                    .with_context(|| format!("scenario {scenario}"))?;
+                runs.push(report);
+            }
+            let report = scenarios::median_report(runs);
+            println!("{}", serde_json::to_string(&report)?);
+            reports.push(report);
+        }
+        print_table(&reports, ceiling);
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+/// `postgres://user:pass@host:port` of the server behind a database URL.
+fn server_url(url: &str) -> String {
+    let without_query = url.split('?').next().unwrap_or(url);
+    match without_query.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => without_query[..slash].to_owned(),
+        _ => without_query.to_owned(),
+    }
+}
+
+/// The bare SQL ceiling: batches of 100 inserted, claimed with SKIP LOCKED and deleted, by 4
+/// connections at once, on a scratch table of a scratch database.
+async fn sql_ceiling(server: &str, quick: bool) -> anyhow::Result<f64> {
+    let name = "deskhook_bench_ceiling";
+    recreate_database(server, name).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&format!("{server}/{name}"))
+        .await?;
+    sqlx::query(
+        "CREATE TABLE job (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         state smallint NOT NULL DEFAULT 0, payload text NOT NULL, \
+         run_at timestamptz NOT NULL DEFAULT now()) \
+         WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000)",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query("CREATE INDEX job_due ON job (run_at, id) WHERE state = 0")
+        .execute(&pool)
+        .await?;
+    let window = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(4)
+    };
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = 0_u64;
+            while started.elapsed() < window {
+                sqlx::query("INSERT INTO job (payload) SELECT repeat('x', 500) FROM generate_series(1, 100)")
+                    .execute(&pool)
+                    .await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE job SET state = 1 WHERE id = ANY(ARRAY(SELECT id FROM job WHERE state = 0 \
+                     ORDER BY run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED)) RETURNING id",
+                )
+                .fetch_all(&pool)
+                .await?;
+                let deleted = sqlx::query("DELETE FROM job WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&pool)
+                    .await?;
+                done += deleted.rows_affected();
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    drop_database(server, name).await?;
+    Ok(rate)
+}
+
+async fn recreate_database(server: &str, name: &str) -> anyhow::Result<()> {
+    drop_database(server, name).await?;
+    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await.ok();
+    Ok(())
+}
+
+async fn drop_database(server: &str, name: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await.ok();
+    Ok(())
+}
+
+/// A `deskhook serve` child process on a fresh database.
+pub(crate) struct Service {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// The admin key of the benchmark's workspace.
+    pub key: String,
+    /// The workspace.
+    pub workspace_id: i64,
+    /// A pool on the scenario's database (setup, seeding, statistics).
+    pub pool: PgPool,
+    data_dir: PathBuf,
+}
+
+impl Service {
+    /// Migrates `database` and creates the workspace; the service itself starts in
+    /// [`Service::start`], after any seeding.
+    pub(crate) async fn prepare(
+        server: &str,
+        database: &str,
+    ) -> anyhow::Result<(PgPool, i64, String)> {
+        recreate_database(server, database).await?;
+        let url = format!("{server}/{database}");
+        crate::database::migrate_url(&url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await?;
+        // Statement counts come from pg_stat_statements when the server preloads it.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await;
+        let workspace_id = crate::auth::create_workspace(&pool, "bench").await?;
+        let key = crate::auth::create_key(
+            &pool,
+            workspace_id,
+            &[crate::auth::Scope::Admin],
+            None,
+            None,
+        )
+        .await?;
+        Ok((pool, workspace_id, key.key))
+    }
+
+    /// Starts `deskhook serve` on the prepared database.
+    pub(crate) async fn start(
+        server: &str,
+        database: &str,
+        prepared: (PgPool, i64, String),
+        retry_schedule: &str,
+    ) -> anyhow::Result<Self> {
+        let (pool, workspace_id, key) = prepared;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let data_dir =
+            std::env::temp_dir().join(format!("deskhook-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&data_dir)?;
+        let log = std::fs::File::create(data_dir.join("service.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("DATABASE_URL", format!("{server}/{database}"))
+            .env("DESKHOOK_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DESKHOOK_DATA_DIR", &data_dir)
+            .env("DESKHOOK_RATE_LIMIT", "off")
+            .env("DESKHOOK_ALLOW_NETWORKS", "127.0.0.1/32")
+            .env("DESKHOOK_RETRY_SCHEDULE", retry_schedule)
+            .env("DESKHOOK_SECRET_KEY", hex::encode(SECRET_KEY))
+            .env("DESKHOOK_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting deskhook serve")?;
+        let service = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            key,
+            workspace_id,
+            pool,
+            data_dir,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", service.base)).send().await
+                && response.status() == 200
+            {
+                return Ok(service);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the service did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The service's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates an endpoint through the API; returns its id.
+    pub(crate) async fn endpoint(&self, url: &str, settings: Value) -> anyhow::Result<String> {
+        let mut body = json!({ "url": url });
+        if let (Some(target), Some(extra)) = (body.as_object_mut(), settings.as_object()) {
+            target.extend(extra.clone());
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/webhooks", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "creating an endpoint: {}",
+            response.status()
+        );
+        let created: Value = response.json().await?;
+        Ok(created["data"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Stops the service (SIGTERM, then waits).
+    pub(crate) async fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.pool.close().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn run_scenario(
+    scenario: &str,
+    options: &BenchOptions,
+    server: &str,
+    postgres_pid: Option<u32>,
+    ceiling: f64,
+) -> anyhow::Result<Value> {
+    let database = format!("deskhook_bench_{scenario}");
+    let result = scenarios::run(scenario, options, server, &database, postgres_pid, ceiling).await;
+    drop_database(server, &database).await.ok();
+    result
+}
+
+fn print_table(reports: &[Value], ceiling: f64) {
+    eprintln!();
+    eprintln!("SQL ceiling: {ceiling:.0} jobs/s (batched insert/claim/delete, same server)");
+    eprintln!(
+        "{:<9} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
+        "scenario",
+        "deliveries/s",
+        "events/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "lost",
+        "dup",
+        "commits",
+        "stmts",
+        "WAL B",
+        "cpu ms",
+        "RSS MB",
+        "ceiling"
+    );
+    for r in reports {
+        let f = |v: &Value| {
+            v.as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+        };
+        let i = |v: &Value| {
+            v.as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"))
+        };
+        eprintln!(
+            "{:<9} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
+            r["scenario"].as_str().unwrap_or(""),
+            i(&r["deliveries_per_s"]),
+            i(&r["events_per_s"]),
+            f(&r["latency_ms"]["p50"]),
+            f(&r["latency_ms"]["p95"]),
+            f(&r["latency_ms"]["p99"]),
+            i(&r["lost"]),
+            i(&r["duplicates"]),
+            f(&r["commits_per_delivery"]),
+            f(&r["statements_per_delivery"]),
+            i(&r["wal_bytes_per_delivery"]),
+            f(&r["cpu_ms_per_delivery"]),
+            i(&r["peak_rss_mb"]),
+            f(&r["ratio_to_ceiling"]),
+        );
+        if let Some(note) = r["note"].as_str() {
+            eprintln!("          note: {note}");
+        }
+    }
+}

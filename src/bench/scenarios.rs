@@ -1,0 +1,763 @@
+//! The scenarios of performance.md, each a bounded run through the public HTTP API against a
+//! `deskhook serve` child process, and the report each produces.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt as _, stream};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use serde_json::{Value, json};
+
+use super::{
+    BenchOptions, SECRET_KEY, Service,
+    measure::{self, DbCounters},
+    sink::{Behaviour, Sink},
+};
+
+/// Every scenario, in the order they run.
+pub const SCENARIOS: &[&str] = &[
+    "steady", "batched", "fanout", "latency", "flaky", "noisy", "backlog", "sla", "tickets",
+];
+
+/// A retry schedule for scenarios where nothing should fail.
+const DEFAULT_SCHEDULE: &str = "5s,30s,2m";
+/// The schedule the `flaky` scenario uses (performance.md).
+const FLAKY_SCHEDULE: &str = "100ms,200ms,500ms,1s";
+
+/// What one scenario run measured, before it becomes a report.
+#[derive(Debug, Default)]
+struct Measured {
+    deliveries: u64,
+    events: u64,
+    /// From the first request sent to the last delivery received.
+    elapsed: Duration,
+    /// Acceptance (the 202 reaching the producer) to first receipt.
+    latencies: Vec<Duration>,
+    lost: u64,
+    duplicates: u64,
+    extra: serde_json::Map<String, Value>,
+    note: Option<String>,
+}
+
+/// An event payload of about 1 KB.
+fn event_body(id: &str, padding: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "ticket.updated",
+        "data": { "ticket": { "id": format!("tkt_{id}"), "subject": "Printer on fire",
+                              "status": "open", "notes": padding } }
+    })
+}
+
+fn padding(rng: &mut StdRng) -> String {
+    (0..860)
+        .map(|_| char::from(rng.gen_range(b'a'..=b'z')))
+        .collect()
+}
+
+pub(super) async fn run(
+    scenario: &str,
+    options: &BenchOptions,
+    server: &str,
+    database: &str,
+    postgres_pid: Option<u32>,
+    ceiling: f64,
+) -> anyhow::Result<Value> {
+    let quick = options.quick;
+    let events = |full: u64, fast: u64| options.events.unwrap_or(if quick { fast } else { full });
+    let prepared = Service::prepare(server, database).await?;
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let schedule = if scenario == "flaky" {
+        FLAKY_SCHEDULE
+    } else {
+        DEFAULT_SCHEDULE
+    };
+
+    // Backlogs are seeded before the service starts, straight into the database.
+    let mut backlog_sink = None;
+    if scenario == "backlog" {
+        let sink = Sink::start(Behaviour::default()).await?;
+        let endpoint = create_endpoint_direct(&prepared.0, prepared.1, &sink.url, 8).await?;
+        seed_backlog(&prepared.0, prepared.1, endpoint, events(1_000_000, 20_000)).await?;
+        backlog_sink = Some(sink);
+    }
+    if scenario == "sla" {
+        prepared.0.close().await;
+        return Ok(skipped(
+            scenario,
+            ceiling,
+            "SLA timers are not built yet (issue 5); nothing to measure",
+        ));
+    }
+
+    let service = Service::start(server, database, prepared, schedule).await?;
+    let before = measure::db_counters(&service.pool).await;
+    let service_cpu = measure::cpu_seconds(service.pid());
+    let postgres_cpu = postgres_pid.map(measure::cpu_seconds_tree);
+
+    let measured = match scenario {
+        "steady" => {
+            single_event_load(
+                &service,
+                &mut rng,
+                1,
+                32,
+                events(30_000, 3_000),
+                Behaviour::default(),
+            )
+            .await?
+        }
+        "batched" => batched_load(&service, &mut rng, 8, 100, events(100_000, 10_000)).await?,
+        "fanout" => {
+            single_event_load(
+                &service,
+                &mut rng,
+                10,
+                32,
+                events(10_000, 1_000),
+                Behaviour::default(),
+            )
+            .await?
+        }
+        "latency" => paced_load(&service, &mut rng, 500.0, events(10_000, 1_500)).await?,
+        "flaky" => {
+            single_event_load(
+                &service,
+                &mut rng,
+                1,
+                32,
+                events(30_000, 3_000),
+                Behaviour {
+                    latency: Duration::ZERO,
+                    failure_rate: 0.10,
+                },
+            )
+            .await?
+        }
+        "noisy" => {
+            noisy(
+                &service,
+                &mut rng,
+                if quick {
+                    Duration::from_secs(6)
+                } else {
+                    Duration::from_secs(60)
+                },
+            )
+            .await?
+        }
+        "backlog" => {
+            drain(
+                &service,
+                backlog_sink.as_ref().expect("seeded"),
+                events(1_000_000, 20_000),
+            )
+            .await?
+        }
+        "tickets" => tickets(&service, events(20_000, 1_000), 16).await?,
+        other => anyhow::bail!("no runner for scenario {other}"),
+    };
+
+    let costs = Costs {
+        before,
+        after: measure::db_counters(&service.pool).await,
+        service_cpu: measure::cpu_seconds(service.pid()) - service_cpu,
+        postgres_cpu: postgres_pid
+            .map(measure::cpu_seconds_tree)
+            .zip(postgres_cpu)
+            .map(|(a, b)| a - b),
+        peak_rss_mb: measure::peak_rss_mb(service.pid()),
+    };
+    service.stop().await;
+    Ok(report(scenario, &measured, &costs, ceiling))
+}
+
+fn skipped(scenario: &str, ceiling: f64, why: &str) -> Value {
+    json!({ "scenario": scenario, "skipped": true, "note": why, "sql_ceiling_per_s": ceiling })
+}
+
+/// What a run cost the service and PostgreSQL.
+struct Costs {
+    before: DbCounters,
+    after: DbCounters,
+    service_cpu: f64,
+    postgres_cpu: Option<f64>,
+    peak_rss_mb: f64,
+}
+
+fn report(scenario: &str, m: &Measured, costs: &Costs, ceiling: f64) -> Value {
+    let Costs {
+        before,
+        after,
+        service_cpu,
+        postgres_cpu,
+        peak_rss_mb: rss,
+    } = *costs;
+    let seconds = m.elapsed.as_secs_f64().max(1e-9);
+    let deliveries = m.deliveries.max(1) as f64;
+    let mut latencies = m.latencies.clone();
+    latencies.sort();
+    let ms = |p: f64| measure::percentile(&latencies, p).as_secs_f64() * 1000.0;
+    let deliveries_per_s = m.deliveries as f64 / seconds;
+    let mut value = json!({
+        "scenario": scenario,
+        "deliveries_per_s": deliveries_per_s,
+        "events_per_s": m.events as f64 / seconds,
+        "latency_ms": { "p50": ms(50.0), "p95": ms(95.0), "p99": ms(99.0) },
+        "lost": m.lost,
+        "duplicates": m.duplicates,
+        "deliveries": m.deliveries,
+        "events": m.events,
+        "seconds": seconds,
+        "commits_per_delivery": (after.commits - before.commits) as f64 / deliveries,
+        "statements_per_delivery": after.statements.zip(before.statements)
+            .map(|(a, b)| (a - b) as f64 / deliveries),
+        "wal_bytes_per_delivery": (after.wal_bytes - before.wal_bytes) as f64 / deliveries,
+        "cpu_ms_per_delivery": (service_cpu + postgres_cpu.unwrap_or(0.0)) * 1000.0 / deliveries,
+        "service_cpu_ms_per_delivery": service_cpu * 1000.0 / deliveries,
+        "postgres_cpu_ms_per_delivery": postgres_cpu.map(|c| c * 1000.0 / deliveries),
+        "peak_rss_mb": rss,
+        "sql_ceiling_per_s": ceiling,
+        "ratio_to_ceiling": deliveries_per_s / ceiling.max(1e-9),
+    });
+    if let Some(object) = value.as_object_mut() {
+        object.extend(m.extra.clone());
+        if let Some(note) = &m.note {
+            object.insert("note".into(), Value::String(note.clone()));
+        }
+    }
+    value
+}
+
+/// The median of each numeric field over several runs of one scenario.
+pub(super) fn median_report(runs: Vec<Value>) -> Value {
+    if runs.len() <= 1 {
+        return runs.into_iter().next().unwrap_or(Value::Null);
+    }
+    let mut base = runs[0].clone();
+    let fields = [
+        "deliveries_per_s",
+        "events_per_s",
+        "lost",
+        "duplicates",
+        "commits_per_delivery",
+        "statements_per_delivery",
+        "wal_bytes_per_delivery",
+        "cpu_ms_per_delivery",
+        "service_cpu_ms_per_delivery",
+        "postgres_cpu_ms_per_delivery",
+        "peak_rss_mb",
+        "ratio_to_ceiling",
+        "seconds",
+    ];
+    for field in fields {
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| r[field].as_f64()).collect();
+        if !values.is_empty() {
+            base[field] = json!(measure::median(&mut values));
+        }
+    }
+    for p in ["p50", "p95", "p99"] {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r["latency_ms"][p].as_f64())
+            .collect();
+        base["latency_ms"][p] = json!(measure::median(&mut values));
+    }
+    base["runs"] = json!(runs.len());
+    base
+}
+
+/// Accepted events: event id → when the 202 arrived.
+type Accepted = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// `producers` concurrent single-event producers to `endpoints` endpoints.
+async fn single_event_load(
+    service: &Service,
+    rng: &mut StdRng,
+    endpoints: usize,
+    producers: usize,
+    events: u64,
+    behaviour: Behaviour,
+) -> anyhow::Result<Measured> {
+    let mut sinks = Vec::new();
+    for _ in 0..endpoints {
+        let sink = Sink::start(behaviour).await?;
+        service
+            .endpoint(&sink.url, json!({ "max_in_flight": 64 }))
+            .await?;
+        sinks.push(sink);
+    }
+    let pad = padding(rng);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(producers)
+        .build()?;
+    let accepted: Accepted = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let limit = Duration::from_secs(300);
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let (client, accepted, next, pad, base) = (
+            client.clone(),
+            accepted.clone(),
+            next.clone(),
+            pad.clone(),
+            service.base.clone(),
+        );
+        let key = service.key.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= events || started.elapsed() > limit {
+                    return anyhow::Ok(());
+                }
+                let body = event_body(&format!("b{n}"), &pad);
+                let response = client
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status() == 202,
+                    "ingest answered {}",
+                    response.status()
+                );
+                let answer: Value = response.json().await?;
+                let at = Instant::now();
+                if let Some(id) = answer["data"][0]["id"].as_str() {
+                    accepted.lock().expect("accepted").insert(id.to_owned(), at);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let sent_for = started.elapsed();
+    collect(&sinks, &accepted, started, sent_for, limit).await
+}
+
+/// Waits (bounded) for every accepted event at every sink, then measures.
+async fn collect(
+    sinks: &[Sink],
+    accepted: &Accepted,
+    started: Instant,
+    sent_for: Duration,
+    limit: Duration,
+) -> anyhow::Result<Measured> {
+    let expected = accepted.lock().expect("accepted").len();
+    let deadline = Instant::now() + limit;
+    while sinks.iter().any(|s| s.delivered() < expected) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accepted = accepted.lock().expect("accepted").clone();
+    let mut measured = Measured {
+        events: accepted.len() as u64,
+        ..Measured::default()
+    };
+    let mut last = started;
+    for sink in sinks {
+        let arrivals = sink.arrivals();
+        measured.duplicates += sink.duplicates();
+        for (id, accepted_at) in &accepted {
+            match arrivals.get(id) {
+                Some(arrived) => {
+                    measured.deliveries += 1;
+                    last = last.max(*arrived);
+                    measured
+                        .latencies
+                        .push(arrived.saturating_duration_since(*accepted_at));
+                }
+                None => measured.lost += 1,
+            }
+        }
+    }
+    measured.elapsed = last.duration_since(started).max(sent_for);
+    Ok(measured)
+}
+
+/// `producers` concurrent producers posting batches of `batch` events.
+async fn batched_load(
+    service: &Service,
+    rng: &mut StdRng,
+    producers: usize,
+    batch: u64,
+    events: u64,
+) -> anyhow::Result<Measured> {
+    let sink = Sink::start(Behaviour::default()).await?;
+    service
+        .endpoint(&sink.url, json!({ "max_in_flight": 64 }))
+        .await?;
+    let pad = padding(rng);
+    let client = reqwest::Client::new();
+    let accepted: Accepted = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let limit = Duration::from_secs(300);
+    let ingest_done = Arc::new(Mutex::new(Duration::ZERO));
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let (client, accepted, next, pad) =
+            (client.clone(), accepted.clone(), next.clone(), pad.clone());
+        let (base, key, ingest_done) = (
+            service.base.clone(),
+            service.key.clone(),
+            ingest_done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= events || started.elapsed() > limit {
+                    let mut done = ingest_done.lock().expect("done");
+                    *done = (*done).max(started.elapsed());
+                    return anyhow::Ok(());
+                }
+                let items: Vec<Value> = (first..(first + batch).min(events))
+                    .map(|n| event_body(&format!("b{n}"), &pad))
+                    .collect();
+                let response = client
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&json!({ "events": items }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status() == 202,
+                    "ingest answered {}",
+                    response.status()
+                );
+                let answer: Value = response.json().await?;
+                let at = Instant::now();
+                let mut map = accepted.lock().expect("accepted");
+                for item in answer["data"].as_array().into_iter().flatten() {
+                    if let Some(id) = item["id"].as_str() {
+                        map.insert(id.to_owned(), at);
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let ingest_seconds = ingest_done.lock().expect("done").as_secs_f64();
+    let sent_for = started.elapsed();
+    let mut measured = collect(
+        std::slice::from_ref(&sink),
+        &accepted,
+        started,
+        sent_for,
+        limit,
+    )
+    .await?;
+    measured.extra.insert(
+        "accepted_events_per_s".into(),
+        json!(measured.events as f64 / ingest_seconds.max(1e-9)),
+    );
+    Ok(measured)
+}
+
+/// Events offered at a fixed rate, well under capacity.
+async fn paced_load(
+    service: &Service,
+    rng: &mut StdRng,
+    per_second: f64,
+    events: u64,
+) -> anyhow::Result<Measured> {
+    let sink = Sink::start(Behaviour::default()).await?;
+    service
+        .endpoint(&sink.url, json!({ "max_in_flight": 64 }))
+        .await?;
+    let pad = padding(rng);
+    let client = reqwest::Client::new();
+    let accepted: Accepted = Arc::default();
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / per_second);
+    let mut ticker = tokio::time::interval(gap);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = Vec::new();
+    for n in 0..events {
+        ticker.tick().await;
+        let (client, accepted, base, key) = (
+            client.clone(),
+            accepted.clone(),
+            service.base.clone(),
+            service.key.clone(),
+        );
+        let body = event_body(&format!("l{n}"), &pad);
+        in_flight.push(tokio::spawn(async move {
+            let response = client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 202,
+                "ingest answered {}",
+                response.status()
+            );
+            let answer: Value = response.json().await?;
+            let at = Instant::now();
+            if let Some(id) = answer["data"][0]["id"].as_str() {
+                accepted.lock().expect("accepted").insert(id.to_owned(), at);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in in_flight {
+        task.await??;
+    }
+    let sent_for = started.elapsed();
+    collect(
+        std::slice::from_ref(&sink),
+        &accepted,
+        started,
+        sent_for,
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+/// Nine healthy endpoints and one answering after 2 s with a backlog of 1,000, over a fixed
+/// window: the healthy ones' latency must not suffer, and the slow one stays within its cap.
+async fn noisy(service: &Service, rng: &mut StdRng, window: Duration) -> anyhow::Result<Measured> {
+    let slow = Sink::start(Behaviour {
+        latency: Duration::from_secs(2),
+        failure_rate: 0.0,
+    })
+    .await?;
+    let slow_id = service
+        .endpoint(&slow.url, json!({ "max_in_flight": 8 }))
+        .await?;
+    let key = crate::ids::decode(crate::ids::Kind::Webhook, &slow_id).unwrap_or_default();
+    seed_backlog(&service.pool, service.workspace_id, key, 1_000).await?;
+    let mut healthy = Vec::new();
+    for _ in 0..9 {
+        let sink = Sink::start(Behaviour::default()).await?;
+        service
+            .endpoint(&sink.url, json!({ "max_in_flight": 64 }))
+            .await?;
+        healthy.push(sink);
+    }
+    let pad = padding(rng);
+    let client = reqwest::Client::new();
+    let accepted: Accepted = Arc::default();
+    let started = Instant::now();
+    // A steady 200 events/s to all ten endpoints for the window.
+    let mut ticker = tokio::time::interval(Duration::from_millis(5));
+    let mut n = 0_u64;
+    let mut tasks = Vec::new();
+    while started.elapsed() < window {
+        ticker.tick().await;
+        n += 1;
+        let (client, accepted, base, key) = (
+            client.clone(),
+            accepted.clone(),
+            service.base.clone(),
+            service.key.clone(),
+        );
+        let body = event_body(&format!("n{n}"), &pad);
+        tasks.push(tokio::spawn(async move {
+            let ids = post_events_raw(&client, &base, &key, &body).await?;
+            let at = Instant::now();
+            let mut map = accepted.lock().expect("accepted");
+            for id in ids {
+                map.insert(id, at);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let sent_for = started.elapsed();
+    let mut measured = collect(
+        &healthy,
+        &accepted,
+        started,
+        sent_for,
+        Duration::from_secs(30),
+    )
+    .await?;
+    measured.extra.insert(
+        "slow_endpoint_max_in_flight".into(),
+        json!(slow.max_concurrency()),
+    );
+    measured.extra.insert("slow_endpoint_cap".into(), json!(8));
+    measured
+        .extra
+        .insert("slow_endpoint_requests".into(), json!(slow.requests()));
+    measured.note = Some("latency and throughput are the 9 healthy endpoints'".into());
+    Ok(measured)
+}
+
+async fn post_events_raw(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> anyhow::Result<Vec<String>> {
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 202,
+        "ingest answered {}",
+        response.status()
+    );
+    let answer: Value = response.json().await?;
+    Ok(answer["data"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Creates an endpoint without the API (before the service runs), with the bench's key.
+async fn create_endpoint_direct(
+    pool: &sqlx::PgPool,
+    workspace_id: i64,
+    url: &str,
+    max_in_flight: i32,
+) -> anyhow::Result<i64> {
+    let settings = crate::webhooks::EndpointSettings {
+        url: Some(url.to_owned()),
+        max_in_flight: Some(max_in_flight),
+        ..crate::webhooks::EndpointSettings::default()
+    };
+    let secret_box = crate::webhooks::SecretBox::new(SECRET_KEY);
+    let (endpoint, _) = crate::webhooks::create(pool, &secret_box, workspace_id, &settings).await?;
+    Ok(endpoint.key)
+}
+
+/// Inserts `count` events, each with one waiting delivery to `endpoint`, in batches.
+async fn seed_backlog(
+    pool: &sqlx::PgPool,
+    workspace_id: i64,
+    endpoint: i64,
+    count: u64,
+) -> anyhow::Result<()> {
+    let mut seeded = 0;
+    while seeded < count {
+        let batch = (count - seeded).min(50_000);
+        sqlx::query(
+            "WITH e AS ( \
+               INSERT INTO event (workspace_id, event_type, source, occurred_at, data) \
+               SELECT $1, 'ticket.updated', 'ingest', now(), \
+                      '{\"ticket\":{\"id\":\"tkt_seed\",\"notes\":\"' || repeat('x', 900) || '\"}}' \
+               FROM generate_series(1, $3) RETURNING id) \
+             INSERT INTO delivery (id, workspace_id, endpoint_id, event_id) \
+             SELECT deskhook_id(), $1, $2, e.id FROM e",
+        )
+        .bind(workspace_id)
+        .bind(endpoint)
+        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?;
+        seeded += batch;
+    }
+    sqlx::query("ANALYZE delivery").execute(pool).await?;
+    Ok(())
+}
+
+/// Drains a seeded backlog.
+async fn drain(service: &Service, sink: &Sink, count: u64) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(900);
+    let count_usize = usize::try_from(count).unwrap_or(usize::MAX);
+    while sink.delivered() < count_usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = sink.delivered() as u64;
+    let arrivals = sink.arrivals();
+    let last = arrivals.values().max().copied().unwrap_or(started);
+    let _ = service;
+    Ok(Measured {
+        deliveries: delivered,
+        events: count,
+        elapsed: last.saturating_duration_since(started),
+        latencies: Vec::new(),
+        lost: count.saturating_sub(delivered),
+        duplicates: sink.duplicates(),
+        extra: serde_json::Map::new(),
+        note: Some("a seeded backlog drained from cold; latency is not meaningful here".into()),
+    })
+}
+
+/// Ticket create + reply through the API by `clients` concurrent clients: the outbox and the
+/// fan-out run in the same transaction as each change.
+async fn tickets(service: &Service, count: u64, clients: usize) -> anyhow::Result<Measured> {
+    let sink = Sink::start(Behaviour::default()).await?;
+    service
+        .endpoint(&sink.url, json!({ "max_in_flight": 64 }))
+        .await?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..count)
+        .map(|n| {
+            let (client, base, key, latencies) = (client.clone(), service.base.clone(), service.key.clone(), latencies.clone());
+            async move {
+                let begun = Instant::now();
+                let response = client.post(format!("{base}/v1/tickets")).bearer_auth(&key)
+                    .json(&json!({ "subject": format!("Ticket {n}"), "requester": {"email": format!("c{}@example.com", n % 500), "name": "C"}, "message": "It is broken" }))
+                    .send().await?;
+                anyhow::ensure!(response.status() == 201, "ticket create answered {}", response.status());
+                latencies.lock().expect("latencies").push(begun.elapsed());
+                let ticket: Value = response.json().await?;
+                let id = ticket["data"]["id"].as_str().unwrap_or_default();
+                let requester = ticket["data"]["requester"]["id"].clone();
+                let response = client.post(format!("{base}/v1/tickets/{id}/messages")).bearer_auth(&key)
+                    .json(&json!({ "body": "Any news?", "type": "reply", "author": {"type": "customer", "id": requester} }))
+                    .send().await?;
+                anyhow::ensure!(response.status() == 201, "reply answered {}", response.status());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(clients)
+        .collect()
+        .await;
+    for result in results {
+        result?;
+    }
+    let elapsed = started.elapsed();
+    // Two events per ticket (created, replied) are delivered.
+    let expected = usize::try_from(count * 2).unwrap_or(usize::MAX);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink.delivered() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let latencies = latencies.lock().expect("latencies").clone();
+    let mut measured = Measured {
+        deliveries: sink.delivered() as u64,
+        events: count * 2,
+        elapsed,
+        latencies,
+        lost: (count * 2).saturating_sub(sink.delivered() as u64),
+        duplicates: sink.duplicates(),
+        extra: serde_json::Map::new(),
+        note: Some(
+            "latency is the ticket create request's; events_per_s counts created + replied".into(),
+        ),
+    };
+    measured.extra.insert(
+        "tickets_per_s".into(),
+        json!(count as f64 / elapsed.as_secs_f64()),
+    );
+    Ok(measured)
+}
