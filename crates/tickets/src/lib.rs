@@ -16,6 +16,7 @@
 //! - [`ticket`]: tickets, their lifecycle rules, filters, and the ticket SQL.
 //! - [`message`]: the conversation (public replies and internal notes).
 //! - [`activity`]: the per-ticket audit log.
+//! - [`sla`]: SLA policies, calendars and per-ticket clocks, and the timer's emission step.
 //! - [`customer`], [`user`], [`group`], [`tag`], [`article`]: the other resources.
 //! - [`events`]: the event payloads a change emits.
 
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod listing;
 pub mod message;
 pub mod outbox;
+pub mod sla;
 pub mod tag;
 pub mod ticket;
 pub mod user;

@@ -18,6 +18,7 @@ use crate::{
     events::{self, EventKind},
     ids::{Kind, encode},
     listing::{ListSpec, Page, PageRequest, SortExpression, SortField, fetch_page},
+    sla::store::{self as sla, Change},
     ticket::{Status, Ticket, TicketPatch, TicketRef, store},
     validate::Problems,
 };
@@ -455,11 +456,18 @@ impl Helpdesk<'_> {
                 store::apply_patch(&mut tx, self.workspace_id, actor, &relocked, &patch).await?,
             );
         }
-        let ticket = store::fetch(&mut *tx, self.workspace_id, locked.key)
+        let change = Change::Message {
+            agent: message.author.kind == AuthorKind::Agent,
+            public: message.kind == MessageKind::Reply,
+            at: message.created_at,
+        };
+        let next = sla::sync(&mut tx, self.workspace_id, locked.key, change, Utc::now()).await?;
+        let ticket = store::fetch(&mut tx, self.workspace_id, locked.key)
             .await?
             .ok_or(TicketError::NotFound("Ticket"))?;
         let events = events::ticket_events(&kinds, &ticket, Some(&message), message.created_at)?;
         self.commit_with_events(tx, &events).await?;
+        sla::poke(next);
         Ok((message, ticket))
     }
 

@@ -91,8 +91,8 @@ pub struct Ticket {
     pub archived_at: Option<DateTime<Utc>>,
     /// Snoozed until (seed 004 `reopen_at`).
     pub snoozed_until: Option<DateTime<Utc>>,
-    /// SLA clocks: `null` until SLA policies exist.
-    pub sla: Option<serde_json::Value>,
+    /// SLA clocks and deadlines: `null` when no policy applies.
+    pub sla: Option<crate::sla::SlaView>,
     /// Public replies after the first message.
     pub replies_count: i32,
     /// The start of the latest public message.

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::{
     GroupRef, NewTicket, Opener, PersonRef, Priority, RequesterInput, Source, Status, Ticket,
@@ -23,6 +23,7 @@ use crate::{
         ListSpec, Page, PageRequest, SortExpression, SortField, contains_pattern, fetch_page,
     },
     message::{self, Author, AuthorInput, Draft, MessageKind},
+    sla::store::{self as sla, Change},
     tag,
     validate::{self, Problems},
 };
@@ -158,23 +159,60 @@ const LIST: ListSpec = ListSpec {
     },
 };
 
-/// A live ticket, rendered.
+/// A live ticket, rendered (with its `sla` object).
 pub(crate) async fn fetch(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     workspace_id: i64,
     key: i64,
 ) -> Result<Option<Ticket>, TicketError> {
-    let row: Option<TicketRow> = sqlx::query_as(concat!(
+    Ok(
+        fetch_many(conn, Some(workspace_id), &[key], Utc::now(), true)
+            .await?
+            .pop(),
+    )
+}
+
+/// Tickets by key (of one workspace when given; deleted ones unless `live_only`), rendered
+/// with their `sla` objects as of `now`, in key order.
+pub(crate) async fn fetch_many(
+    conn: &mut PgConnection,
+    workspace_id: Option<i64>,
+    keys: &[i64],
+    now: DateTime<Utc>,
+    live_only: bool,
+) -> Result<Vec<Ticket>, TicketError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<TicketRow> = sqlx::query_as(concat!(
         "SELECT ",
         ticket_columns!(),
         ticket_from!(),
-        " WHERE t.workspace_id = $1 AND t.id = $2 AND t.deleted_at IS NULL"
+        " WHERE t.id = ANY($1) AND ($2::bigint IS NULL OR t.workspace_id = $2) \
+          AND (NOT $3 OR t.deleted_at IS NULL) ORDER BY t.id"
     ))
+    .bind(keys)
     .bind(workspace_id)
-    .bind(key)
-    .fetch_optional(db)
+    .bind(live_only)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(row.map(Into::into))
+    let mut tickets: Vec<Ticket> = rows.into_iter().map(Into::into).collect();
+    attach_sla(conn, &mut tickets, now).await?;
+    Ok(tickets)
+}
+
+/// Fills in the `sla` objects of `tickets`.
+async fn attach_sla(
+    conn: &mut PgConnection,
+    tickets: &mut [Ticket],
+    now: DateTime<Utc>,
+) -> Result<(), TicketError> {
+    let keys: Vec<i64> = tickets.iter().map(|t| t.key).collect();
+    let mut views = sla::views(conn, &keys, now).await?;
+    for ticket in tickets {
+        ticket.sla = views.remove(&ticket.key);
+    }
+    Ok(())
 }
 
 /// The fields of a ticket a change compares against, read under the row lock.
@@ -649,7 +687,8 @@ impl Helpdesk<'_> {
     /// One live ticket.
     pub async fn ticket(&self, reference: TicketRef) -> Result<Ticket, TicketError> {
         let key = self.ticket_key(reference).await?;
-        fetch(self.pool, self.workspace_id, key)
+        let mut conn = self.pool.acquire().await?;
+        fetch(&mut conn, self.workspace_id, key)
             .await?
             .ok_or(TicketError::NotFound("Ticket"))
     }
@@ -751,11 +790,13 @@ impl Helpdesk<'_> {
             &[Entry::action("created")],
         )
         .await?;
-        let ticket = fetch(&mut *tx, workspace_id, key)
+        let next = sla::sync(&mut tx, workspace_id, key, Change::Ticket, Utc::now()).await?;
+        let ticket = fetch(&mut tx, workspace_id, key)
             .await?
             .ok_or(TicketError::NotFound("Ticket"))?;
         let event = events::ticket_event(EventKind::Created, &ticket, None, ticket.created_at)?;
         self.commit_with_events(tx, &[event]).await?;
+        sla::poke(next);
         Ok(ticket)
     }
 
@@ -770,7 +811,21 @@ impl Helpdesk<'_> {
         let mut tx = self.pool.begin().await?;
         let locked = lock(&mut tx, self.workspace_id, reference, false).await?;
         let kinds = apply_patch(&mut tx, self.workspace_id, actor, &locked, &patch).await?;
-        self.finish_change(tx, locked.key, &kinds).await
+        let next = if kinds.is_empty() {
+            None
+        } else {
+            sla::sync(
+                &mut tx,
+                self.workspace_id,
+                locked.key,
+                Change::Ticket,
+                Utc::now(),
+            )
+            .await?
+        };
+        let ticket = self.finish_change(tx, locked.key, &kinds).await?;
+        sla::poke(next);
+        Ok(ticket)
     }
 
     /// Archives a ticket (idempotent). Fires `ticket.updated` when it was not archived.
@@ -826,7 +881,21 @@ impl Helpdesk<'_> {
             .await?;
             kinds.push(EventKind::Updated);
         }
-        self.finish_change(tx, locked.key, &kinds).await
+        let next = if kinds.is_empty() {
+            None
+        } else {
+            sla::sync(
+                &mut tx,
+                self.workspace_id,
+                locked.key,
+                Change::Ticket,
+                Utc::now(),
+            )
+            .await?
+        };
+        let ticket = self.finish_change(tx, locked.key, &kinds).await?;
+        sla::poke(next);
+        Ok(ticket)
     }
 
     /// Deletes a ticket (soft: it answers 404 until restored). Fires no event.
@@ -849,6 +918,14 @@ impl Helpdesk<'_> {
             &[Entry::action("deleted")],
         )
         .await?;
+        sla::sync(
+            &mut tx,
+            self.workspace_id,
+            locked.key,
+            Change::Ticket,
+            Utc::now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -860,7 +937,7 @@ impl Helpdesk<'_> {
         key: i64,
         kinds: &[EventKind],
     ) -> Result<Ticket, TicketError> {
-        let ticket = fetch(&mut *tx, self.workspace_id, key)
+        let ticket = fetch(&mut tx, self.workspace_id, key)
             .await?
             .ok_or(TicketError::NotFound("Ticket"))?;
         let events = events::ticket_events(kinds, &ticket, None, ticket.updated_at)?;
@@ -965,6 +1042,9 @@ impl Helpdesk<'_> {
             }
         };
         let page: Page<TicketRow> = fetch_page(self.pool, &LIST, &push_where, page).await?;
-        Ok(page.map(Into::into))
+        let mut page: Page<Ticket> = page.map(Into::into);
+        let mut conn = self.pool.acquire().await?;
+        attach_sla(&mut conn, &mut page.items, Utc::now()).await?;
+        Ok(page)
     }
 }
