@@ -15,6 +15,7 @@
 //! - [`ids`]: the opaque prefixed public ids (`tkt_…`, `evt_…`), re-exported from the ticket core.
 //! - [`queue`]: the durable delivery queue in PostgreSQL (enqueue/fan-out, claim, settle).
 //! - [`signing`]: Standard Webhooks signatures (and the simple and legacy schemes).
+//! - [`sla`]: the SLA timer: emits `sla.at_risk` / `sla.breached` when deadlines fall due.
 //! - [`metrics`]: every Prometheus metric, defined in one place.
 //! - [`telemetry`]: structured logs.
 //! - [`webhooks`]: endpoints, their filters and their encrypted signing secrets.
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod queue;
 pub mod server;
 pub mod signing;
+pub mod sla;
 pub mod telemetry;
 pub mod webhooks;
 

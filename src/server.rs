@@ -49,7 +49,7 @@ pub async fn run(
         migrated: migrated.clone(),
         auth: Arc::new(Authenticator::new(pool.clone())),
         rate_limiter: Arc::new(RateLimiter::new(config.rate_limit)),
-        outbox: Arc::new(QueueOutbox::new(wakeup.clone())),
+        outbox: Arc::new(QueueOutbox::new(wakeup.clone()).with_metrics(metrics.clone())),
         wakeup: wakeup.clone(),
         targets: targets.clone(),
         address_guard: Arc::new(AddressGuard::new(config.allow_networks.clone())),
@@ -141,6 +141,17 @@ async fn start_roles(
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
     if config.roles.timers {
+        tasks.spawn(crate::sla::run(
+            pool.clone(),
+            Arc::new(QueueOutbox::new(wakeup.clone()).with_metrics(metrics.clone())),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::queue::retention::run(
+            pool.clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
         tasks.spawn(run_lease_reaper(
             pool.clone(),
             wakeup.clone(),

@@ -115,7 +115,7 @@ pub struct ApiKeyRecord {
     pub user_id: Option<i64>,
     /// Created.
     pub created_at: DateTime<Utc>,
-    /// Last used (updated at most once a minute).
+    /// Last used (recorded at most about once a minute).
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it stops working (rotation grace), if set.
     pub expires_at: Option<DateTime<Utc>>,
@@ -292,6 +292,7 @@ struct PrincipalRow {
     scopes: Vec<String>,
     user_id: Option<i64>,
     rate_limit_per_minute: Option<i32>,
+    stale_use: bool,
 }
 
 /// How long a key lookup is trusted.
@@ -324,18 +325,30 @@ impl Authenticator {
         {
             return Ok(principal.clone());
         }
+        // A plain read: concurrent requests of one key must not queue on its row. The
+        // last-use time is written apart, at most about once a minute per key.
         let row: Option<PrincipalRow> = sqlx::query_as(
-            "WITH k AS ( \
-               UPDATE api_key SET last_used_at = now() \
-               WHERE key_hash = $1 AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > now()) \
-               RETURNING id, workspace_id, scopes, user_id) \
-             SELECT k.id AS key_id, k.workspace_id, k.scopes, k.user_id, w.rate_limit_per_minute \
-             FROM k JOIN workspace w ON w.id = k.workspace_id",
+            "SELECT k.id AS key_id, k.workspace_id, k.scopes, k.user_id, w.rate_limit_per_minute, \
+                    (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute') AS stale_use \
+             FROM api_key k JOIN workspace w ON w.id = k.workspace_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
+               AND (k.expires_at IS NULL OR k.expires_at > now())",
         )
         .bind(hash.as_slice())
         .fetch_optional(&self.pool)
         .await?;
+        if let Some(row) = row.as_ref().filter(|row| row.stale_use) {
+            let (pool, key_id) = (self.pool.clone(), row.key_id);
+            tokio::spawn(async move {
+                let _ = sqlx::query(
+                    "UPDATE api_key SET last_used_at = now() WHERE id = $1 \
+                     AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+                )
+                .bind(key_id)
+                .execute(&pool)
+                .await;
+            });
+        }
         let principal = row.map(|row| Principal {
             workspace_id: row.workspace_id,
             key_id: row.key_id,

@@ -166,12 +166,24 @@ pub async fn enqueue(
 #[derive(Debug, Clone)]
 pub struct QueueOutbox {
     wakeup: Wakeup,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl QueueOutbox {
     /// An outbox that wakes `wakeup` after each commit.
     pub fn new(wakeup: Wakeup) -> Self {
-        Self { wakeup }
+        Self {
+            wakeup,
+            metrics: None,
+        }
+    }
+
+    /// Also counts recorded events in `deskhook_events_total`. They are counted when recorded
+    /// inside the change's transaction: a change whose commit then fails is counted too.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -197,6 +209,16 @@ impl Outbox for QueueOutbox {
                 })
                 .collect();
             let stored = enqueue(conn, workspace_id, &events).await?;
+            if let Some(metrics) = &self.metrics {
+                for (event, stored) in events.iter().zip(&stored) {
+                    if !stored.duplicate {
+                        metrics
+                            .events_total
+                            .with_label_values(&[event.event_type.as_str(), event.source.as_str()])
+                            .inc();
+                    }
+                }
+            }
             Ok(stored.iter().filter(|s| !s.duplicate).count() as u64)
         })
     }

@@ -20,6 +20,7 @@ pub mod claim;
 pub mod deliveries;
 pub mod enqueue;
 pub mod events;
+pub mod retention;
 pub mod settle;
 pub mod wakeup;
 

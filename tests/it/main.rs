@@ -9,3 +9,4 @@ mod demo;
 mod helpdesk;
 mod observability;
 mod ops;
+mod sla;

@@ -11,6 +11,7 @@ mod compose;
 mod messages;
 mod params;
 mod people;
+mod sla;
 mod taxonomy;
 mod tickets;
 
@@ -33,6 +34,7 @@ use super::{
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .merge(tickets::routes())
+        .merge(sla::routes())
         .merge(messages::routes())
         .merge(compose::routes())
         .merge(people::routes())

@@ -3,6 +3,7 @@
 
 mod failures;
 mod isolation;
+mod retention;
 mod signed;
 
 use std::time::Duration;
