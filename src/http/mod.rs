@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod helpdesk;
+pub mod idempotency;
 mod ops;
 pub mod pagination;
 pub mod rate_limit;
@@ -81,11 +82,12 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new().merge(ops::routes());
     if state.config.roles.api {
-        let v1 = Router::new()
-            .merge(api_keys::routes())
-            .merge(helpdesk::routes())
-            .merge(webhooks::routes())
+        let v1 = v1_routes()
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::idempotent_post,
+            ))
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_key,
@@ -103,6 +105,14 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
         .with_state(state)
+}
+
+/// The `/v1` routes, before their middleware.
+fn v1_routes() -> Router<AppState> {
+    Router::new()
+        .merge(api_keys::routes())
+        .merge(helpdesk::routes())
+        .merge(webhooks::routes())
 }
 
 async fn not_found() -> ApiError {
