@@ -66,14 +66,22 @@ impl KeyView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
+    #[schema(value_type = Vec<String>, example = json!(["read"]))]
     scopes: Vec<Scope>,
     name: Option<String>,
     user_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    summary = "List the workspace's API keys (prefix only; admin)",
+    responses((status = 200, description = "The keys", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     principal.require_admin()?;
     let keys: Vec<KeyView> = auth::list_keys(&state.pool, principal.workspace_id)
@@ -91,6 +99,14 @@ async fn list(State(state): State<AppState>, principal: Principal) -> Result<Res
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    summary = "Create an API key (admin); the key is shown this once",
+    request_body = CreateKey,
+    responses((status = 201, description = "The key, with `api_key`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -126,6 +142,14 @@ fn key_id(id: &str) -> Result<i64, ApiError> {
     ids::decode(Kind::ApiKey, id).ok_or_else(|| ApiError::not_found("API key"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Get an API key (admin)",
+    params(("id" = String, Path, description = "The API key (`key_…`)'s id")),
+    responses((status = 200, description = "The key", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -138,6 +162,14 @@ async fn show(
     Ok(axum::Json(pagination::one(&KeyView::new(record, None))).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Revoke an API key (admin)",
+    params(("id" = String, Path, description = "The API key (`key_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -152,12 +184,21 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKey {
     grace_seconds: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys/{id}/rotate",
+    tag = "api-keys",
+    summary = "Issue a new key and revoke the old one, after an optional grace (admin)",
+    params(("id" = String, Path, description = "The API key (`key_…`)'s id")),
+    request_body(content = Option<RotateKey>, description = "Optional"),
+    responses((status = 201, description = "The new key, with `api_key`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
@@ -193,6 +234,13 @@ async fn rotate(
     Ok((StatusCode::CREATED, axum::Json(pagination::one(&view))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspace",
+    tag = "workspace",
+    summary = "Get the key's workspace",
+    responses((status = 200, description = "The workspace", body = crate::http::openapi::DataEnvelope))
+)]
 async fn workspace(
     State(state): State<AppState>,
     principal: Principal,
@@ -213,12 +261,20 @@ async fn workspace(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateWorkspace {
     rate_limit_per_minute: Option<u32>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/workspace",
+    tag = "workspace",
+    summary = "Change the workspace's own rate limit (admin)",
+    request_body = UpdateWorkspace,
+    responses((status = 200, description = "The workspace", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_workspace(
     State(state): State<AppState>,
     principal: Principal,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 mod helpdesk;
 pub mod idempotency;
+pub mod openapi;
 mod ops;
 pub mod pagination;
 pub mod rate_limit;
@@ -80,7 +81,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole router: operations routes always, `/v1` when the `api` role runs.
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new().merge(ops::routes());
+    let mut router = Router::new().merge(ops::routes()).merge(openapi::routes());
     if state.config.roles.api {
         let v1 = v1_routes()
             .layer(DefaultBodyLimit::max(BODY_LIMIT))

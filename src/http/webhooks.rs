@@ -64,20 +64,25 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EndpointBody {
     url: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     events: Option<Vec<String>>,
     enabled: Option<bool>,
+    #[schema(value_type = Option<String>, example = "none")]
     ordering: Option<Ordering>,
     max_in_flight: Option<i32>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i32>)]
     rate_limit_per_second: Option<Option<i32>>,
+    #[schema(value_type = Option<Object>)]
     headers: Option<Map<String, Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     legacy_signature_header: Option<Option<String>>,
     include_internal_notes: Option<bool>,
 }
@@ -103,7 +108,8 @@ fn endpoint_key(id: &str) -> Result<i64, ApiError> {
     ids::decode(Kind::Webhook, id).ok_or_else(|| ApiError::not_found("Webhook endpoint"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     limit: Option<i64>,
@@ -111,6 +117,14 @@ struct ListParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    summary = "List webhook endpoints",
+    params(ListParams),
+    responses((status = 200, description = "A page of endpoints", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_endpoints(
     State(state): State<AppState>,
     principal: Principal,
@@ -145,6 +159,14 @@ fn split_page<T>(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    summary = "Create a webhook endpoint; the answer carries its `secret` this once",
+    request_body = EndpointBody,
+    responses((status = 201, description = "The endpoint, with `secret`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -165,6 +187,14 @@ async fn create_endpoint(
     Ok((StatusCode::CREATED, axum::Json(json!({ "data": data }))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Get a webhook endpoint",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    responses((status = 200, description = "The endpoint", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -175,6 +205,15 @@ async fn show_endpoint(
     Ok(axum::Json(one(&endpoint)).into_response())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Change a webhook endpoint",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    request_body = EndpointBody,
+    responses((status = 200, description = "The endpoint", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -193,6 +232,14 @@ async fn update_endpoint(
     Ok(axum::Json(one(&endpoint)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Delete a webhook endpoint",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -204,6 +251,14 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/enable",
+    tag = "webhooks",
+    summary = "Enable an endpoint; its waiting deliveries resume",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    responses((status = 200, description = "The endpoint", body = crate::http::openapi::DataEnvelope))
+)]
 async fn enable_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -253,6 +308,14 @@ async fn secret_view(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/secret",
+    tag = "webhooks",
+    summary = "Reveal the endpoint's signing secret (admin)",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    responses((status = 200, description = "`{secret, previous: [{expires_at}]}`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn reveal_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -263,7 +326,7 @@ async fn reveal_secret(
     Ok(axum::Json(one(&view)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     expire_in_seconds: Option<u64>,
@@ -272,6 +335,15 @@ struct RotateBody {
 /// A rotated-out secret keeps signing this long unless asked otherwise.
 const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    summary = "Rotate the signing secret; the old one signs too for 24 h or `expire_in_seconds`",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    request_body(content = Option<RotateBody>, description = "Optional"),
+    responses((status = 200, description = "`{secret, previous: [{expires_at}]}`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -303,6 +375,14 @@ async fn rotate_secret(
     Ok(axum::Json(one(&view)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    summary = "Send a `webhook.test` event to the endpoint",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    responses((status = 202, description = "`{event_id, delivery_id}`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn send_test(
     State(state): State<AppState>,
     principal: Principal,
@@ -332,13 +412,22 @@ async fn send_test(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecoverBody {
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/recover",
+    tag = "webhooks",
+    summary = "Re-queue the endpoint's dead deliveries finished in `[since, until)`",
+    params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
+    request_body = RecoverBody,
+    responses((status = 200, description = "`{requeued: N}`", body = crate::http::openapi::DataEnvelope))
+)]
 async fn recover(
     State(state): State<AppState>,
     principal: Principal,
@@ -411,7 +500,8 @@ impl From<DeliveryRecord> for DeliveryView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveryParams {
     webhook_id: Option<String>,
@@ -423,6 +513,14 @@ struct DeliveryParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    summary = "List deliveries (the dead-letter queue is `status=dead`)",
+    params(DeliveryParams),
+    responses((status = 200, description = "A page of deliveries", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,
@@ -488,6 +586,14 @@ fn delivery_key(id: &str) -> Result<i64, ApiError> {
     ids::decode(Kind::Delivery, id).ok_or_else(|| ApiError::not_found("Delivery"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    tag = "deliveries",
+    summary = "Get a delivery with its `attempt_log`",
+    params(("id" = String, Path, description = "The delivery (`dlv_…`)'s id")),
+    responses((status = 200, description = "The delivery", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_delivery(
     State(state): State<AppState>,
     principal: Principal,
@@ -517,6 +623,14 @@ async fn show_delivery(
     Ok(axum::Json(one(&view)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    tag = "deliveries",
+    summary = "Re-queue a dead or succeeded delivery (409 otherwise)",
+    params(("id" = String, Path, description = "The delivery (`dlv_…`)'s id")),
+    responses((status = 202, description = "The delivery", body = crate::http::openapi::DataEnvelope))
+)]
 async fn retry_delivery(
     State(state): State<AppState>,
     principal: Principal,
@@ -544,6 +658,14 @@ async fn retry_delivery(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Ingest events from an external helpdesk core (scope `ingest` or `write`)",
+    request_body(content = Object, description = "One event `{id?, type, occurred_at?, ticket_id?, data}` or a batch `{events: [...]}` of up to 500; at most 5 MiB"),
+    responses((status = 202, description = "`[{id, external_id, status: accepted|duplicate}]`, after the events are durably stored", body = crate::http::openapi::DataEnvelope))
+)]
 async fn ingest_events(
     State(state): State<AppState>,
     principal: Principal,
@@ -584,7 +706,8 @@ async fn ingest_events(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "data": data }))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventParams {
     #[serde(rename = "type")]
@@ -618,6 +741,14 @@ fn event_view(
     view
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "List recent events with their delivery summary",
+    params(EventParams),
+    responses((status = 200, description = "A page of events", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_events(
     State(state): State<AppState>,
     principal: Principal,
@@ -651,6 +782,14 @@ async fn list_events(
     Ok(axum::Json(list_envelope(&views, limit, next.as_deref(), None)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    summary = "Get an event with its delivery summary",
+    params(("id" = String, Path, description = "The event (`evt_…`)'s id")),
+    responses((status = 200, description = "The event", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_event(
     State(state): State<AppState>,
     principal: Principal,

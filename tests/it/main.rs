@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod conventions;
 mod delivery;
 mod demo;
 mod helpdesk;

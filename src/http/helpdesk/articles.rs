@@ -42,6 +42,14 @@ list_query!(ArticleQuery {
     search,
 });
 
+#[utoipa::path(
+    get,
+    path = "/v1/articles",
+    tag = "articles",
+    summary = "List articles",
+    params(ArticleQuery),
+    responses((status = 200, description = "A page of articles", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_articles(
     State(state): State<AppState>,
     principal: Principal,
@@ -68,6 +76,14 @@ async fn list_articles(
     Ok(list(&articles, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/articles",
+    tag = "articles",
+    summary = "Create a article",
+    request_body(content = Object, description = "`{title, body?, status?, collection_id?}`"),
+    responses((status = 201, description = "The article", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_article(
     State(state): State<AppState>,
     principal: Principal,
@@ -83,6 +99,14 @@ fn article_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Article, id, "Article")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/articles/{id}",
+    tag = "articles",
+    summary = "Get a article",
+    params(("id" = String, Path, description = "The article (`art_…`)'s id")),
+    responses((status = 200, description = "The article", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_article(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,6 +118,15 @@ async fn show_article(
         .await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/articles/{id}",
+    tag = "articles",
+    summary = "Change a article",
+    params(("id" = String, Path, description = "The article (`art_…`)'s id")),
+    request_body(content = Object, description = "The article's fields to change"),
+    responses((status = 200, description = "The article", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_article(
     State(state): State<AppState>,
     principal: Principal,
@@ -107,6 +140,14 @@ async fn update_article(
         .await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/articles/{id}",
+    tag = "articles",
+    summary = "Delete a article",
+    params(("id" = String, Path, description = "The article (`art_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_article(
     State(state): State<AppState>,
     principal: Principal,

@@ -237,6 +237,14 @@ fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tickets/compose",
+    tag = "tickets",
+    summary = "Seed 004: create a ticket with its first message to a customer",
+    request_body(content = Object, description = "Seed 004's fields: `to`, `subject`, `content`, `status`, `owner_id`, `group_id`, `reopen_at`, `custom_<name>`, ..."),
+    responses((status = 201, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn compose(
     State(state): State<AppState>,
     principal: Principal,
@@ -297,6 +305,14 @@ async fn compose(
     Ok(created(&ticket))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tickets/reply",
+    tag = "tickets",
+    summary = "Seed 004: reply to a ticket's message, optionally changing the ticket",
+    request_body(content = Object, description = "Seed 004's fields: `message_id`, `content`, `status`, `owner_id`, `send_at`, ..."),
+    responses((status = 201, description = "The message", body = crate::http::openapi::DataEnvelope))
+)]
 async fn reply(
     State(state): State<AppState>,
     principal: Principal,

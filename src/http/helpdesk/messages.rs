@@ -57,16 +57,17 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/conversations/{message_id}", get(show_conversation))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthorBody {
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "customer")]
     kind: AuthorKind,
     id: Option<String>,
 }
 
 /// A new message, with the seeds' spellings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
     #[serde(alias = "content", alias = "ticketreply_text")]
@@ -180,6 +181,14 @@ fn message_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Message, id, "Message")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{id}/messages",
+    tag = "messages",
+    summary = "List a ticket's messages (also at `/replies`, seed 002)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), MessageQuery),
+    responses((status = 200, description = "A page of messages", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_ticket_messages(
     State(state): State<AppState>,
     principal: Principal,
@@ -200,6 +209,15 @@ async fn list_ticket_messages(
     Ok(list(&messages, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tickets/{id}/messages",
+    tag = "messages",
+    summary = "Add a reply or an internal note (also at `/replies`, seed 002)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    request_body = MessageBody,
+    responses((status = 201, description = "The message", body = crate::http::openapi::DataEnvelope))
+)]
 async fn add_ticket_message(
     State(state): State<AppState>,
     principal: Principal,
@@ -221,6 +239,14 @@ async fn add_ticket_message(
     Ok(created(&message))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{id}/messages/{message_id}",
+    tag = "messages",
+    summary = "Get a ticket's message",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), ("message_id" = String, Path, description = "The message's `msg_…` id")),
+    responses((status = 200, description = "The message", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_ticket_message(
     State(state): State<AppState>,
     principal: Principal,
@@ -236,6 +262,14 @@ async fn show_ticket_message(
     Ok(ok(&message))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tickets/{id}/messages/{message_id}",
+    tag = "messages",
+    summary = "Delete a ticket's message",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), ("message_id" = String, Path, description = "The message's `msg_…` id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_ticket_message(
     State(state): State<AppState>,
     principal: Principal,
@@ -275,6 +309,14 @@ fn ticket_query(value: Option<&str>) -> Result<Option<TicketRef>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "messages",
+    summary = "List messages across tickets (seed 001; `ticket_id` filters)",
+    params(MessageQuery),
+    responses((status = 200, description = "A page of messages", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_conversations(
     State(state): State<AppState>,
     principal: Principal,
@@ -294,6 +336,14 @@ async fn list_conversations(
     Ok(list(&view, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "messages",
+    summary = "Add a message, naming the ticket in `ticket_id` (seed 001)",
+    request_body = MessageBody,
+    responses((status = 201, description = "The message", body = crate::http::openapi::DataEnvelope))
+)]
 async fn add_conversation(
     State(state): State<AppState>,
     principal: Principal,
@@ -319,6 +369,14 @@ async fn add_conversation(
     Ok(created(&Conversation::from(&message)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{message_id}",
+    tag = "messages",
+    summary = "Get a message (seed 001)",
+    params(("message_id" = String, Path, description = "The message's `msg_…` id")),
+    responses((status = 200, description = "The message", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_conversation(
     State(state): State<AppState>,
     principal: Principal,

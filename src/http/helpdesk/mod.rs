@@ -5,15 +5,15 @@
 //! answer (`{data}` or `{data, meta}`). Handlers must never hold SQL or business rules, and
 //! never map errors to statuses themselves: [`ApiError`] does that in one place.
 
-mod articles;
+pub(super) mod articles;
 mod body;
-mod compose;
-mod messages;
+pub(super) mod compose;
+pub(super) mod messages;
 mod params;
-mod people;
-mod sla;
-mod taxonomy;
-mod tickets;
+pub(super) mod people;
+pub(super) mod sla;
+pub(super) mod taxonomy;
+pub(super) mod tickets;
 
 use axum::{
     Router,

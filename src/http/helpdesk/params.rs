@@ -21,7 +21,8 @@ use crate::http::{
 /// sorting parameters, with unknown names rejected.
 macro_rules! list_query {
     ($name:ident { $($(#[$attr:meta])* $field:ident),* $(,)? }) => {
-        #[derive(Debug, Default, serde::Deserialize)]
+        #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+        #[into_params(parameter_in = Query)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($(#[$attr])* $field: Option<String>,)*

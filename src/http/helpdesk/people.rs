@@ -52,6 +52,14 @@ list_query!(CustomerQuery {
     search
 });
 
+#[utoipa::path(
+    get,
+    path = "/v1/customers",
+    tag = "customers",
+    summary = "List customers",
+    params(CustomerQuery),
+    responses((status = 200, description = "A page of customers", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_customers(
     State(state): State<AppState>,
     principal: Principal,
@@ -70,6 +78,14 @@ async fn list_customers(
     Ok(list(&customers, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/customers",
+    tag = "customers",
+    summary = "Create a customer",
+    request_body(content = Object, description = "`{email, name?, phone?, company?, custom_fields?}`"),
+    responses((status = 201, description = "The customer", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_customer(
     State(state): State<AppState>,
     principal: Principal,
@@ -85,6 +101,14 @@ fn customer_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Customer, id, "Customer")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    summary = "Get a customer",
+    params(("id" = String, Path, description = "The customer (`cus_…`)'s id")),
+    responses((status = 200, description = "The customer", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_customer(
     State(state): State<AppState>,
     principal: Principal,
@@ -96,6 +120,15 @@ async fn show_customer(
         .await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    summary = "Change a customer",
+    params(("id" = String, Path, description = "The customer (`cus_…`)'s id")),
+    request_body(content = Object, description = "The customer's fields to change"),
+    responses((status = 200, description = "The customer", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_customer(
     State(state): State<AppState>,
     principal: Principal,
@@ -109,6 +142,14 @@ async fn update_customer(
         .await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    summary = "Delete a customer",
+    params(("id" = String, Path, description = "The customer (`cus_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_customer(
     State(state): State<AppState>,
     principal: Principal,
@@ -128,6 +169,14 @@ list_query!(UserQuery {
     search
 });
 
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    summary = "List users",
+    params(UserQuery),
+    responses((status = 200, description = "A page of users", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
@@ -151,6 +200,14 @@ async fn list_users(
     Ok(list(&users, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    summary = "Create a user",
+    request_body(content = Object, description = "`{email, name, role?, active?}`"),
+    responses((status = 201, description = "The user", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -164,6 +221,14 @@ fn user_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::User, id, "User")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Get a user",
+    params(("id" = String, Path, description = "The user (`usr_…`)'s id")),
+    responses((status = 200, description = "The user", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,6 +238,15 @@ async fn show_user(
     Ok(ok(&desk(&state, &principal).user(user_key(&id)?).await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Change a user",
+    params(("id" = String, Path, description = "The user (`usr_…`)'s id")),
+    request_body(content = Object, description = "The user's fields to change"),
+    responses((status = 200, description = "The user", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -184,6 +258,14 @@ async fn update_user(
     Ok(ok(&desk(&state, &principal).update_user(key, body).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Delete a user",
+    params(("id" = String, Path, description = "The user (`usr_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,

@@ -54,11 +54,26 @@ fn calendar_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Calendar, id, "Calendar")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sla-policies",
+    tag = "sla",
+    summary = "List SLA policies (all at once)",
+    responses((status = 200, description = "The policies", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_policies(State(state): State<AppState>, principal: Principal) -> Answer {
     principal.require_read()?;
     Ok(all(&desk(&state, &principal).list_sla_policies().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sla-policies",
+    tag = "sla",
+    summary = "Create an SLA policy",
+    request_body(content = Object, description = "The policy: name, conditions, targets per priority, calendar"),
+    responses((status = 201, description = "The policy", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -70,6 +85,14 @@ async fn create_policy(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sla-policies/{id}",
+    tag = "sla",
+    summary = "Get an SLA policy",
+    params(("id" = String, Path, description = "The SLA policy (`slp_…`)'s id")),
+    responses((status = 200, description = "The policy", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -81,6 +104,15 @@ async fn show_policy(
         .await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/sla-policies/{id}",
+    tag = "sla",
+    summary = "Change an SLA policy",
+    params(("id" = String, Path, description = "The SLA policy (`slp_…`)'s id")),
+    request_body(content = Object, description = "The policy's fields to change"),
+    responses((status = 200, description = "The policy", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,6 +126,14 @@ async fn update_policy(
         .await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sla-policies/{id}",
+    tag = "sla",
+    summary = "Delete an SLA policy",
+    params(("id" = String, Path, description = "The SLA policy (`slp_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -111,6 +151,14 @@ struct Reapplied {
     recomputed: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sla-policies/{id}/reapply",
+    tag = "sla",
+    summary = "Recompute the clocks of open tickets under this policy",
+    params(("id" = String, Path, description = "The SLA policy (`slp_…`)'s id")),
+    responses((status = 200, description = "How many tickets were recomputed", body = crate::http::openapi::DataEnvelope))
+)]
 async fn reapply_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -123,11 +171,26 @@ async fn reapply_policy(
     Ok(ok(&Reapplied { recomputed }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/calendars",
+    tag = "sla",
+    summary = "List business-hours calendars (all at once)",
+    responses((status = 200, description = "The calendars", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_calendars(State(state): State<AppState>, principal: Principal) -> Answer {
     principal.require_read()?;
     Ok(all(&desk(&state, &principal).list_calendars().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/calendars",
+    tag = "sla",
+    summary = "Create a business-hours calendar",
+    request_body(content = Object, description = "The calendar: name, time zone, weekly hours, holidays"),
+    responses((status = 201, description = "The calendar", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_calendar(
     State(state): State<AppState>,
     principal: Principal,
@@ -139,6 +202,14 @@ async fn create_calendar(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/calendars/{id}",
+    tag = "sla",
+    summary = "Get a calendar",
+    params(("id" = String, Path, description = "The calendar (`cal_…`)'s id")),
+    responses((status = 200, description = "The calendar", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_calendar(
     State(state): State<AppState>,
     principal: Principal,
@@ -150,6 +221,15 @@ async fn show_calendar(
         .await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/calendars/{id}",
+    tag = "sla",
+    summary = "Change a calendar",
+    params(("id" = String, Path, description = "The calendar (`cal_…`)'s id")),
+    request_body(content = Object, description = "The calendar's fields to change"),
+    responses((status = 200, description = "The calendar", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_calendar(
     State(state): State<AppState>,
     principal: Principal,
@@ -163,6 +243,14 @@ async fn update_calendar(
         .await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/calendars/{id}",
+    tag = "sla",
+    summary = "Delete a calendar",
+    params(("id" = String, Path, description = "The calendar (`cal_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_calendar(
     State(state): State<AppState>,
     principal: Principal,

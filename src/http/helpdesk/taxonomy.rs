@@ -47,6 +47,14 @@ pub(super) fn routes() -> Router<AppState> {
 
 list_query!(GroupQuery { search });
 
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    tag = "groups",
+    summary = "List groups",
+    params(GroupQuery),
+    responses((status = 200, description = "A page of groups", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_groups(
     State(state): State<AppState>,
     principal: Principal,
@@ -61,6 +69,14 @@ async fn list_groups(
     Ok(list(&groups, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    tag = "groups",
+    summary = "Create a group",
+    request_body(content = Object, description = "`{name, description?}`"),
+    responses((status = 201, description = "The group", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_group(
     State(state): State<AppState>,
     principal: Principal,
@@ -74,6 +90,14 @@ fn group_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Group, id, "Group")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}",
+    tag = "groups",
+    summary = "Get a group",
+    params(("id" = String, Path, description = "The group (`grp_…`)'s id")),
+    responses((status = 200, description = "The group", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_group(
     State(state): State<AppState>,
     principal: Principal,
@@ -83,6 +107,15 @@ async fn show_group(
     Ok(ok(&desk(&state, &principal).group(group_key(&id)?).await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/groups/{id}",
+    tag = "groups",
+    summary = "Change a group",
+    params(("id" = String, Path, description = "The group (`grp_…`)'s id")),
+    request_body(content = Object, description = "The group's fields to change"),
+    responses((status = 200, description = "The group", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_group(
     State(state): State<AppState>,
     principal: Principal,
@@ -96,6 +129,14 @@ async fn update_group(
         .await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}",
+    tag = "groups",
+    summary = "Delete a group",
+    params(("id" = String, Path, description = "The group (`grp_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_group(
     State(state): State<AppState>,
     principal: Principal,
@@ -110,6 +151,14 @@ async fn delete_group(
 
 list_query!(TagQuery { search, name });
 
+#[utoipa::path(
+    get,
+    path = "/v1/tags",
+    tag = "tags",
+    summary = "List tags",
+    params(TagQuery),
+    responses((status = 200, description = "A page of tags", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_tags(
     State(state): State<AppState>,
     principal: Principal,
@@ -125,6 +174,14 @@ async fn list_tags(
     Ok(list(&tags, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tags",
+    tag = "tags",
+    summary = "Create a tag",
+    request_body(content = Object, description = "`{name}`"),
+    responses((status = 201, description = "The tag", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_tag(
     State(state): State<AppState>,
     principal: Principal,
@@ -138,6 +195,14 @@ fn tag_key(id: &str) -> Result<i64, ApiError> {
     path_id(Kind::Tag, id, "Tag")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tags/{id}",
+    tag = "tags",
+    summary = "Get a tag",
+    params(("id" = String, Path, description = "The tag (`tag_…`)'s id")),
+    responses((status = 200, description = "The tag", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_tag(
     State(state): State<AppState>,
     principal: Principal,
@@ -147,6 +212,15 @@ async fn show_tag(
     Ok(ok(&desk(&state, &principal).tag(tag_key(&id)?).await?))
 }
 
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/tags/{id}",
+    tag = "tags",
+    summary = "Change a tag",
+    params(("id" = String, Path, description = "The tag (`tag_…`)'s id")),
+    request_body(content = Object, description = "The tag's fields to change"),
+    responses((status = 200, description = "The tag", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_tag(
     State(state): State<AppState>,
     principal: Principal,
@@ -158,6 +232,14 @@ async fn update_tag(
     Ok(ok(&desk(&state, &principal).update_tag(key, body).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tags/{id}",
+    tag = "tags",
+    summary = "Delete a tag",
+    params(("id" = String, Path, description = "The tag (`tag_…`)'s id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_tag(
     State(state): State<AppState>,
     principal: Principal,

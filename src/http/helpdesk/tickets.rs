@@ -157,23 +157,24 @@ impl Fields {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RequesterBody {
     email: String,
     name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreatedBy {
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "agent")]
     kind: AuthorKind,
     id: Option<String>,
 }
 
 /// `POST /v1/tickets` (canonical fields plus seed 000 and 001 spellings).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTicketBody {
     subject: Option<String>,
@@ -185,8 +186,10 @@ struct CreateTicketBody {
     customer_id: Option<String>,
     /// Seed 001.
     customer_email: Option<String>,
+    #[schema(value_type = Option<String>, example = "high")]
     priority: Option<Priority>,
     status: Option<Value>,
+    #[schema(value_type = Option<String>, example = "api")]
     source: Option<Source>,
     tags: Option<Value>,
     assignee_id: Option<String>,
@@ -310,21 +313,25 @@ impl CreateTicketBody {
 }
 
 /// `PATCH /v1/tickets/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchTicketBody {
     subject: Option<String>,
     status: Option<Value>,
+    #[schema(value_type = Option<String>, example = "high")]
     priority: Option<Priority>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     assignee_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     group_id: Option<Option<String>>,
     #[serde(alias = "requester_id")]
     customer_id: Option<String>,
     tags: Option<Value>,
     custom_fields: Option<Value>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     snoozed_until: Option<Option<DateTime<Utc>>>,
 }
 
@@ -363,6 +370,14 @@ impl PatchTicketBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets",
+    tag = "tickets",
+    summary = "List tickets (filters, search, sorting, cursor or page)",
+    params(TicketQuery),
+    responses((status = 200, description = "A page of tickets", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_tickets(
     State(state): State<AppState>,
     principal: Principal,
@@ -430,6 +445,14 @@ async fn list_tickets(
     Ok(list(&tickets, page.limit))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tickets",
+    tag = "tickets",
+    summary = "Create a ticket (also seed 000 and 001 bodies; JSON or a form)",
+    request_body = CreateTicketBody,
+    responses((status = 201, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn create_ticket(
     State(state): State<AppState>,
     principal: Principal,
@@ -443,6 +466,14 @@ async fn create_ticket(
     Ok(created(&ticket))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{id}",
+    tag = "tickets",
+    summary = "Get a ticket",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_ticket(
     State(state): State<AppState>,
     principal: Principal,
@@ -453,6 +484,15 @@ async fn show_ticket(
     Ok(ok(&ticket))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/tickets/{id}",
+    tag = "tickets",
+    summary = "Change a ticket",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    request_body = PatchTicketBody,
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn update_ticket(
     State(state): State<AppState>,
     principal: Principal,
@@ -468,6 +508,14 @@ async fn update_ticket(
     Ok(ok(&ticket))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tickets/{id}",
+    tag = "tickets",
+    summary = "Delete a ticket (soft; `restore` undoes it)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    responses((status = 204, description = "Done; no body"))
+)]
 async fn delete_ticket(
     State(state): State<AppState>,
     principal: Principal,
@@ -480,12 +528,21 @@ async fn delete_ticket(
     Ok(no_content())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: Value,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tickets/{id}/status",
+    tag = "tickets",
+    summary = "Set the status (a name, or seed 002's status id)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    request_body = StatusBody,
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn set_status(
     State(state): State<AppState>,
     principal: Principal,
@@ -506,13 +563,22 @@ async fn set_status(
     Ok(ok(&ticket))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssigneeBody {
     #[serde(alias = "assignee_id")]
     user_id: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tickets/{id}/assignee",
+    tag = "tickets",
+    summary = "Assign the ticket (`{\"user_id\": null}` unassigns)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    request_body = AssigneeBody,
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn set_assignee(
     State(state): State<AppState>,
     principal: Principal,
@@ -535,12 +601,21 @@ async fn set_assignee(
     Ok(ok(&ticket))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagsBody {
     tags: Value,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tickets/{id}/tags",
+    tag = "tickets",
+    summary = "Replace the ticket's tags (unknown names are created; empty clears)",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    request_body = TagsBody,
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn set_tags(
     State(state): State<AppState>,
     principal: Principal,
@@ -561,6 +636,14 @@ async fn set_tags(
     Ok(ok(&ticket))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{id}/tags",
+    tag = "tickets",
+    summary = "The ticket's tags",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    responses((status = 200, description = "The tag names", body = crate::http::openapi::DataEnvelope))
+)]
 async fn show_tags(
     State(state): State<AppState>,
     principal: Principal,
@@ -571,6 +654,14 @@ async fn show_tags(
     Ok(ok(&ticket.tags))
 }
 
+#[utoipa::path(
+    method(put, post),
+    path = "/v1/tickets/{id}/archive",
+    tag = "tickets",
+    summary = "Archive a ticket",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn archive(
     State(state): State<AppState>,
     principal: Principal,
@@ -584,6 +675,14 @@ async fn archive(
     Ok(ok(&ticket))
 }
 
+#[utoipa::path(
+    method(put, post),
+    path = "/v1/tickets/{id}/restore",
+    tag = "tickets",
+    summary = "Undo archive and delete",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number")),
+    responses((status = 200, description = "The ticket", body = crate::http::openapi::DataEnvelope))
+)]
 async fn restore(
     State(state): State<AppState>,
     principal: Principal,
@@ -599,6 +698,14 @@ async fn restore(
 
 list_query!(ActivityQuery {});
 
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{id}/activities",
+    tag = "tickets",
+    summary = "The ticket's activity log: who changed what, when",
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), ActivityQuery),
+    responses((status = 200, description = "A page of activities", body = crate::http::openapi::ListEnvelope))
+)]
 async fn list_activities(
     State(state): State<AppState>,
     principal: Principal,

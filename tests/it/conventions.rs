@@ -1,0 +1,533 @@
+//! The REST API's conventions across every resource (api.md): idempotency keys on POST, the
+//! published OpenAPI document and its rendered reference, rate-limit headers and 429s, and the
+//! 401/403/404 answers of keys and scopes.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Api, TestApp};
+
+/// Sends `request` and returns the status, the headers and the JSON body.
+async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, headers, body)
+}
+
+/// `POST /v1{path}` with an `Idempotency-Key`.
+async fn post_with_key(
+    api: &Api,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(
+        api.request(Method::POST, path)
+            .header("idempotency-key", key)
+            .json(body),
+    )
+    .await
+}
+
+fn replayed(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("idempotency-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+async fn ticket_total(api: &Api) -> i64 {
+    let (status, list) = api.get("/tickets").await;
+    assert_eq!(status, 200, "{list}");
+    list["meta"]["total"].as_i64().expect("total")
+}
+
+#[tokio::test]
+async fn an_idempotent_post_is_answered_once_and_replayed() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let body = json!({"subject": "Printer on fire", "customer_email": "ann@example.com"});
+
+    let (status, headers, first) = post_with_key(&api, "/tickets", "create-1", &body).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(!replayed(&headers));
+
+    let (status, headers, again) = post_with_key(&api, "/tickets", "create-1", &body).await;
+    assert_eq!(status, 201, "{again}");
+    assert!(replayed(&headers), "{headers:?}");
+    assert_eq!(again, first, "the very same answer");
+    assert_eq!(
+        headers
+            .get("content-type")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("application/json")
+    );
+    assert_eq!(ticket_total(&api).await, 1, "one ticket, not two");
+    let events = api.events(&app.pool).await;
+    assert_eq!(
+        events.iter().filter(|(t, _)| t == "ticket.created").count(),
+        1
+    );
+
+    // The same key with another body: 409, and nothing happens.
+    let other = json!({"subject": "Printer fine", "customer_email": "ann@example.com"});
+    let (status, _, conflict) = post_with_key(&api, "/tickets", "create-1", &other).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "CONFLICT");
+    // ... and on another route.
+    let (status, _, conflict) = post_with_key(
+        &api,
+        "/customers",
+        "create-1",
+        &json!({"email": "x@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(ticket_total(&api).await, 1);
+
+    // Without a key, a POST runs every time.
+    api.post("/tickets", body.clone()).await;
+    api.post("/tickets", body.clone()).await;
+    assert_eq!(ticket_total(&api).await, 3);
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_per_api_key() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let other_key = api
+        .other_key(&app.pool, &[deskhook::auth::Scope::Write], None)
+        .await;
+    let body = json!({"subject": "Hello", "customer_email": "bob@example.com"});
+    let (status, _, first) = post_with_key(&api, "/tickets", "shared", &body).await;
+    assert_eq!(status, 201);
+    let (status, headers, second) = post_with_key(&other_key, "/tickets", "shared", &body).await;
+    assert_eq!(status, 201, "{second}");
+    assert!(
+        !replayed(&headers),
+        "another key's answer is never replayed"
+    );
+    assert_ne!(first["data"]["id"], second["data"]["id"]);
+
+    // Another workspace's key with the same key name runs too (and sees its own data only).
+    let stranger = app.api("globex").await;
+    let (status, headers, _) = post_with_key(&stranger, "/tickets", "shared", &body).await;
+    assert_eq!(status, 201);
+    assert!(!replayed(&headers));
+    assert_eq!(ticket_total(&api).await, 2);
+    assert_eq!(ticket_total(&stranger).await, 1);
+}
+
+#[tokio::test]
+async fn a_4xx_is_stored_and_replayed_but_a_5xx_is_not() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+
+    // A 422 is an answer like any other: replayed, even if the data would now be valid.
+    let invalid = json!({"subject": "", "customer_email": "c@example.com"});
+    let (status, headers, first) = post_with_key(&api, "/tickets", "bad-1", &invalid).await;
+    assert_eq!(status, 422, "{first}");
+    assert!(!replayed(&headers));
+    let (status, headers, again) = post_with_key(&api, "/tickets", "bad-1", &invalid).await;
+    assert_eq!(status, 422);
+    assert!(replayed(&headers));
+    assert_eq!(again, first);
+
+    // A 5xx is not stored: the same request with the same key runs again once the fault is
+    // gone. The fault: the table the handler writes to is briefly missing.
+    let tag = json!({"name": "vip"});
+    sqlx::query("ALTER TABLE tag RENAME TO tag_away")
+        .execute(&app.pool)
+        .await
+        .expect("rename");
+    let (status, headers, failed) = post_with_key(&api, "/tags", "tag-1", &tag).await;
+    sqlx::query("ALTER TABLE tag_away RENAME TO tag")
+        .execute(&app.pool)
+        .await
+        .expect("rename back");
+    assert_eq!(status, 500, "{failed}");
+    assert!(!replayed(&headers));
+    let (status, headers, created) = post_with_key(&api, "/tags", "tag-1", &tag).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(!replayed(&headers), "the 500 was not stored");
+    let (status, headers, replay) = post_with_key(&api, "/tags", "tag-1", &tag).await;
+    assert_eq!(status, 201);
+    assert!(replayed(&headers));
+    assert_eq!(replay, created);
+}
+
+#[tokio::test]
+async fn concurrent_repeats_never_run_twice() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let body = json!({"subject": "Race", "customer_email": "race@example.com"});
+    let requests = (0..8).map(|_| post_with_key(&api, "/tickets", "race-1", &body));
+    let answers = futures::future::join_all(requests).await;
+    let mut fresh = 0;
+    for (status, headers, answer) in &answers {
+        match status {
+            201 if replayed(headers) => {}
+            201 => fresh += 1,
+            409 => assert_eq!(answer["error"]["code"], "CONFLICT"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one request ran");
+    assert_eq!(ticket_total(&api).await, 1);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_a_400_and_other_methods_ignore_it() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let long = "k".repeat(256);
+    let (status, _, body) = post_with_key(
+        &api,
+        "/tickets",
+        &long,
+        &json!({"subject": "x", "customer_email": "x@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "BAD_REQUEST");
+
+    // GET is idempotent already: the header changes nothing.
+    let (status, headers, _) = send(
+        api.request(Method::GET, "/tickets")
+            .header("idempotency-key", "g"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!replayed(&headers));
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_is_openapi_3_1() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "no key needed");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/json")
+    );
+    let text = response.text().await.expect("body");
+    let raw: Value = serde_json::from_str(&text).expect("JSON");
+    assert!(
+        raw["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1.")),
+        "{}",
+        raw["openapi"]
+    );
+    // An independent OpenAPI 3.1 parser reads it.
+    let spec = oas3::from_json(&text).expect("a well-formed OpenAPI 3.1 document");
+    let version = spec.validate_version().expect("a supported version");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let served = deskhook::http::openapi::served_routes();
+    let served_paths: std::collections::BTreeSet<&str> =
+        served.iter().map(|(_, path)| path.as_str()).collect();
+    assert_eq!(
+        spec.paths.as_ref().map_or(0, |paths| paths.len()),
+        served_paths.len()
+    );
+    let mut documented = Vec::new();
+    for (path, item) in raw["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "patch", "delete", "options", "trace"] {
+            if item.get(method).is_some() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let missing: Vec<_> = served.iter().filter(|r| !documented.contains(r)).collect();
+    assert!(missing.is_empty(), "served but undocumented: {missing:?}");
+    let extra: Vec<_> = documented.iter().filter(|r| !served.contains(r)).collect();
+    assert!(extra.is_empty(), "documented but not served: {extra:?}");
+
+    // Every reference points at a schema the document defines.
+    let schemas = raw["components"]["schemas"].as_object().expect("schemas");
+    for reference in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("name");
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
+}
+
+#[tokio::test]
+async fn the_reference_is_html_without_a_key_and_fetches_nothing() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let html = response.text().await.expect("body");
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("<code>/v1/tickets</code>"));
+    assert!(html.contains("Idempotency-Key"));
+    for remote in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(remote), "the page would fetch {remote}");
+    }
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn every_v1_answer_carries_rate_limit_headers_and_429_has_retry_after() {
+    let app =
+        TestApp::spawn_with(|c| c.rate_limit = deskhook::config::RateLimit::PerMinute(3)).await;
+    let api = app.api("acme").await;
+    let other = api
+        .other_key(&app.pool, &[deskhook::auth::Scope::Read], None)
+        .await;
+
+    // A burst of 1.67 × 3 = 5 requests, whatever their answers (200, 404, 422, 403).
+    let answers = [
+        send(api.request(Method::GET, "/tickets")).await,
+        send(api.request(Method::GET, "/tickets/tkt_0000000000000")).await,
+        send(api.request(Method::POST, "/tickets").json(&json!({}))).await,
+        send(api.request(Method::GET, "/workspace")).await,
+        send(api.request(Method::GET, "/customers")).await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 404, 422, 200, 200]);
+    let mut remaining = Vec::new();
+    for (_, headers, _) in &answers {
+        assert_eq!(header(headers, "x-ratelimit-limit"), Some("3"));
+        let reset: u64 = header(headers, "x-ratelimit-reset")
+            .expect("reset")
+            .parse()
+            .expect("unix seconds");
+        assert!(reset > 1_700_000_000);
+        remaining.push(
+            header(headers, "x-ratelimit-remaining")
+                .expect("remaining")
+                .parse::<u32>()
+                .expect("number"),
+        );
+    }
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+
+    let (status, headers, body) = send(api.request(Method::GET, "/tickets")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "TOO_MANY_REQUESTS");
+    let retry: u64 = header(&headers, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(header(&headers, "x-ratelimit-limit"), Some("3"));
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("0"));
+
+    // The limit is per key: another key of the same workspace is not affected.
+    let (status, headers, _) = send(other.request(Method::GET, "/tickets")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("4"));
+}
+
+/// Asserts an error answer's status and envelope code.
+fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
+    assert!(answer.1["error"]["message"].is_string());
+    assert!(answer.1["error"]["details"].is_object());
+}
+
+#[tokio::test]
+async fn keys_are_checked_with_401_and_the_envelope() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let url = app.url("/v1/tickets");
+    let no_key = Api::send(app.client.get(&url)).await;
+    assert_error(&no_key, 401, "UNAUTHORIZED");
+    let basic = Api::send(app.client.get(&url).header("authorization", "Basic YTpi")).await;
+    assert_error(&basic, 401, "UNAUTHORIZED");
+    let unknown = Api::send(
+        app.client
+            .get(&url)
+            .bearer_auth("dhk_notarealkeyatall00000000000000000"),
+    )
+    .await;
+    assert_error(&unknown, 401, "UNAUTHORIZED");
+
+    // A revoked key stops working at once.
+    let (status, created) = api
+        .post("/api-keys", json!({"scopes": ["read"], "name": "temp"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let temp_key = created["data"]["api_key"].as_str().expect("key").to_owned();
+    let temp_id = created["data"]["id"].as_str().expect("id").to_owned();
+    let works = Api::send(app.client.get(&url).bearer_auth(&temp_key)).await;
+    assert_eq!(works.0, 200);
+    assert_eq!(api.delete(&format!("/api-keys/{temp_id}")).await.0, 204);
+    let revoked = Api::send(app.client.get(&url).bearer_auth(&temp_key)).await;
+    assert_error(&revoked, 401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn scopes_are_enforced_with_403() {
+    use deskhook::auth::Scope;
+    let app = TestApp::spawn().await;
+    let admin = app.api("acme").await;
+    let ticket = admin.ticket("Scoped", "scope@example.com").await;
+    let t = ticket["id"].as_str().expect("id");
+
+    // read: GET only.
+    let read = admin.other_key(&app.pool, &[Scope::Read], None).await;
+    assert_eq!(read.get("/tickets").await.0, 200);
+    assert_eq!(read.get(&format!("/tickets/{t}")).await.0, 200);
+    assert_error(
+        &read
+            .post(
+                "/tickets",
+                json!({"subject": "x", "customer_email": "x@example.com"}),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &read
+            .patch(&format!("/tickets/{t}"), json!({"subject": "y"}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &read.delete(&format!("/tickets/{t}")).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &read
+            .post("/events", json!({"type": "ticket.created", "data": {}}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // ingest: only POST /v1/events.
+    let ingest = admin.other_key(&app.pool, &[Scope::Ingest], None).await;
+    let (status, accepted) = ingest
+        .post(
+            "/events",
+            json!({"id": "ext-1", "type": "ticket.created", "data": {"id": "t1"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["data"][0]["status"], "accepted");
+    for (method, path) in [
+        (Method::GET, "/tickets".to_owned()),
+        (Method::GET, format!("/tickets/{t}")),
+        (Method::GET, "/events".to_owned()),
+        (Method::GET, "/webhooks".to_owned()),
+        (Method::GET, "/deliveries".to_owned()),
+    ] {
+        let answer = Api::send(ingest.request(method.clone(), &path)).await;
+        assert_error(&answer, 403, "FORBIDDEN");
+    }
+    assert_error(
+        &ingest
+            .post(
+                "/tickets",
+                json!({"subject": "x", "customer_email": "x@example.com"}),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // write: everything but API keys (admin).
+    let write = admin.other_key(&app.pool, &[Scope::Write], None).await;
+    assert_eq!(
+        write
+            .post(
+                "/tickets",
+                json!({"subject": "w", "customer_email": "w@example.com"})
+            )
+            .await
+            .0,
+        201
+    );
+    let denied = write.get("/api-keys").await;
+    assert_error(&denied, 403, "FORBIDDEN");
+    assert_eq!(denied.1["error"]["details"]["required_scope"], "admin");
+    assert_error(
+        &write.post("/api-keys", json!({"scopes": ["admin"]})).await,
+        403,
+        "FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn another_workspaces_ids_are_404() {
+    let app = TestApp::spawn().await;
+    let mine = app.api("acme").await;
+    let theirs = app.api("globex").await;
+    let ticket = theirs.ticket("Theirs", "them@example.com").await;
+    let t = ticket["id"].as_str().expect("id");
+    let number = ticket["number"].as_i64().expect("number");
+    let (status, endpoint) = theirs
+        .post("/webhooks", json!({"url": "https://hooks.example.com/x"}))
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let wh = endpoint["data"]["id"].as_str().expect("id");
+    let (_, keys) = theirs.get("/api-keys").await;
+    let key = keys["data"][0]["id"].as_str().expect("key id");
+
+    for path in [
+        format!("/tickets/{t}"),
+        format!("/tickets/{t}/messages"),
+        format!("/tickets/{t}/activities"),
+        format!("/webhooks/{wh}"),
+        format!("/api-keys/{key}"),
+    ] {
+        assert_error(&mine.get(&path).await, 404, "NOT_FOUND");
+    }
+    assert_error(
+        &mine
+            .patch(&format!("/tickets/{t}"), json!({"subject": "mine now"}))
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &mine.delete(&format!("/webhooks/{wh}")).await,
+        404,
+        "NOT_FOUND",
+    );
+    // Their ticket number is not a ticket of mine either (I have none).
+    assert_error(
+        &mine.get(&format!("/tickets/{number}")).await,
+        404,
+        "NOT_FOUND",
+    );
+    // Ids of the wrong kind are 404 too.
+    assert_error(&mine.get(&format!("/webhooks/{t}")).await, 404, "NOT_FOUND");
+    // And nothing of theirs changed.
+    let (status, still) = theirs.get(&format!("/tickets/{t}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(still["data"]["subject"], "Theirs");
+}
