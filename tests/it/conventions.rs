@@ -531,3 +531,68 @@ async fn another_workspaces_ids_are_404() {
     assert_eq!(status, 200);
     assert_eq!(still["data"]["subject"], "Theirs");
 }
+
+#[tokio::test]
+async fn nul_characters_and_broken_json_are_4xx_on_the_webhook_and_key_routes() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let (status, endpoint) = api
+        .post("/webhooks", json!({"url": "https://hooks.example.com/a"}))
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let wh = endpoint["data"]["id"].as_str().expect("id");
+
+    // NUL in a body: 422 naming the field, never a database error.
+    for (method, path, body, field) in [
+        (
+            Method::POST,
+            "/webhooks".to_owned(),
+            json!({"url": "https://hooks.example.com/b", "description": "a\u{0}b"}),
+            "description",
+        ),
+        (
+            Method::PATCH,
+            format!("/webhooks/{wh}"),
+            json!({"headers": {"x-team": "a\u{0}"}}),
+            "headers.x-team",
+        ),
+        (
+            Method::POST,
+            "/api-keys".to_owned(),
+            json!({"scopes": ["read"], "name": "\u{0}"}),
+            "name",
+        ),
+    ] {
+        let answer = Api::send(api.request(method, &path).json(&body)).await;
+        assert_error(&answer, 422, "VALIDATION_FAILED");
+        assert!(
+            answer.1["error"]["details"]["fields"][field].is_string(),
+            "{path}: {}",
+            answer.1
+        );
+    }
+    // NUL in a query string: 400.
+    for path in [
+        "/webhooks?cursor=%00",
+        "/deliveries?event_type=a%00b",
+        "/events?type=%00",
+    ] {
+        assert_error(&api.get(path).await, 400, "BAD_REQUEST");
+    }
+    // A syntax error after a shape error is still a syntax error (400, not 422).
+    let truncated = Api::send(
+        api.request(Method::POST, "/webhooks")
+            .header("content-type", "application/json")
+            .body(r#"{"url": 5, "events": ["#),
+    )
+    .await;
+    assert_error(&truncated, 400, "BAD_REQUEST");
+    // Ingest: NUL inside an event's data is stored as given (it is JSON text), never a 500.
+    let (status, body) = api
+        .post(
+            "/events",
+            json!({"type": "ticket.created", "data": {"note": "a\u{0}b"}}),
+        )
+        .await;
+    assert!(status == 202 || status == 422, "{status} {body}");
+}
