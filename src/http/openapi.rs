@@ -256,6 +256,11 @@ const ERRORS: &[(ErrorCode, &str, When)] = &[
         When::PathId,
     ),
     (
+        ErrorCode::MethodNotAllowed,
+        "The path exists, the method does not",
+        When::Never,
+    ),
+    (
         ErrorCode::Conflict,
         "The state forbids it, or the Idempotency-Key was used with another request",
         When::Post,
@@ -304,6 +309,8 @@ enum When {
     Body,
     /// POST operations.
     Post,
+    /// No operation lists it (the route exists, the method does not); its code is listed.
+    Never,
 }
 
 /// Adds the conventions every `/v1` operation shares.
@@ -487,6 +494,7 @@ fn add_conventions(is_post: bool, operation: &mut Operation) {
             When::PathId => has_path_id,
             When::Body => has_body,
             When::Post => is_post,
+            When::Never => false,
         };
         let status = code.status().as_u16().to_string();
         if applies && !operation.responses.responses.contains_key(&status) {

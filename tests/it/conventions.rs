@@ -596,3 +596,28 @@ async fn nul_characters_and_broken_json_are_4xx_on_the_webhook_and_key_routes() 
         .await;
     assert!(status == 202 || status == 422, "{status} {body}");
 }
+
+#[tokio::test]
+async fn an_expired_idempotency_key_is_never_replayed() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let body = json!({"subject": "Old", "customer_email": "old@example.com"});
+    let (status, _, first) = post_with_key(&api, "/tickets", "old-key", &body).await;
+    assert_eq!(status, 201);
+    // A day later (the clock moved on by rewriting the row's expiry).
+    sqlx::query(
+        "UPDATE idempotency_key SET expires_at = now() - interval '1 second'
+          WHERE idem_key = 'old-key'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("expire");
+    let (status, headers, second) = post_with_key(&api, "/tickets", "old-key", &body).await;
+    assert_eq!(status, 201, "{second}");
+    assert!(!replayed(&headers), "an expired key starts afresh");
+    assert_ne!(first["data"]["id"], second["data"]["id"]);
+    // ... and it is a live key again from then on.
+    let (_, headers, third) = post_with_key(&api, "/tickets", "old-key", &body).await;
+    assert!(replayed(&headers));
+    assert_eq!(third, second);
+}
