@@ -179,7 +179,7 @@ async fn list_tags(
     path = "/v1/tags",
     tag = "tags",
     summary = "Create a tag",
-    request_body(content = Object, description = "`{name}`"),
+    request_body(content = Object, description = "`{name, color?}`"),
     responses((status = 201, description = "The tag", body = crate::http::openapi::DataEnvelope))
 )]
 async fn create_tag(
