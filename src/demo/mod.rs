@@ -10,8 +10,7 @@
 //! wait is bounded, so it always finishes on its own.
 //!
 //! Each step is one function over [`Demo`]; the SLA at-risk step is [`sla_at_risk`], which
-//! will create a short SLA policy and wait for the `sla.at_risk` delivery once SLA timers
-//! exist.
+//! creates a short SLA policy and waits for the `sla.at_risk` delivery from the SLA timer.
 
 pub mod receiver;
 
@@ -142,8 +141,8 @@ impl Demo {
         );
         self.workspace(url).await?;
         let (endpoint, agent) = self.endpoint_and_agent().await?;
-        let ticket = self.ticket_lifecycle(&agent).await?;
-        sla_at_risk(self, &ticket).await?;
+        self.ticket_lifecycle(&agent).await?;
+        sla_at_risk(self).await?;
         self.show_metrics().await?;
         // The receiver goes away with the demo: disable its endpoint so a later `serve` does
         // not keep retrying a closed port.
@@ -398,16 +397,50 @@ impl Demo {
     }
 }
 
-/// The SLA step: a short policy on the ticket, then its `sla.at_risk` delivery, signed.
-///
-/// SLA timers are not part of Deskhook yet, so this step can only say so. When they land, it
-/// creates a policy whose at-risk instant is a few seconds away, applies it to a new ticket,
-/// and waits for the delivery with `demo.expect("sla.at_risk", …)`.
-async fn sla_at_risk(_demo: &mut Demo, _ticket: &str) -> anyhow::Result<()> {
+/// The SLA step: a short policy (first response within 6 s, at risk 3 s before), a new
+/// customer ticket under it, and its `sla.at_risk` delivery, signed, from the SLA timer.
+async fn sla_at_risk(demo: &mut Demo) -> anyhow::Result<()> {
+    println!("[6] SLA: a policy answers customers within 6 seconds and warns 3 seconds before");
+    let policy = demo
+        .call(
+            Method::POST,
+            "/v1/sla-policies",
+            Some(json!({
+                "name": "Demo: first response in 6 s",
+                "targets": [
+                    { "metric": "first_response", "priority": "normal",
+                      "minutes": 0.1, "warn_before_minutes": 0.05 }
+                ]
+            })),
+            201,
+        )
+        .await?;
     println!(
-        "[6] SLA at-risk: not available yet. SLA policies and timers come in a later release; \
-         this step will then show an sla.at_risk delivery from a short policy."
+        "    POST /v1/sla-policies → {}",
+        policy["data"]["id"].as_str().unwrap_or("?")
     );
+    let started = Instant::now();
+    let ticket = demo
+        .call(
+            Method::POST,
+            "/v1/tickets",
+            Some(json!({
+                "subject": "Still waiting for an answer",
+                "priority": "normal",
+                "requester": { "email": "waiting@example.com", "name": "Waiting Customer" },
+                "message": "Is anyone there?"
+            })),
+            201,
+        )
+        .await?;
+    println!(
+        "    POST /v1/tickets → first response due {}; nobody answers…",
+        ticket["data"]["sla"]["first_response_due"]
+            .as_str()
+            .unwrap_or("?")
+    );
+    demo.expect("ticket.created", started).await?;
+    demo.expect("sla.at_risk", started).await?;
     Ok(())
 }
 

@@ -77,7 +77,12 @@ fn the_demo_shows_signed_deliveries_then_exits_and_stops_its_database() {
             "{run} run exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
             output.status
         );
-        for event in ["ticket.created", "ticket.replied", "ticket.closed"] {
+        for event in [
+            "ticket.created",
+            "ticket.replied",
+            "ticket.closed",
+            "sla.at_risk",
+        ] {
             let line = stdout
                 .lines()
                 .find(|line| line.contains(&format!("← {event} evt_")))
@@ -85,15 +90,9 @@ fn the_demo_shows_signed_deliveries_then_exits_and_stops_its_database() {
             assert!(line.contains("signature verified"), "{line}");
         }
         assert!(
-            stdout.contains("3 deliveries arrived, every signature verified"),
+            stdout.contains("5 deliveries arrived, every signature verified"),
             "{stdout}"
         );
-        // The SLA step is honest about not existing yet, and nothing claims an sla.at_risk arrived.
-        assert!(
-            stdout.contains("SLA at-risk: not available yet"),
-            "{stdout}"
-        );
-        assert!(!stdout.contains("← sla.at_risk"), "{stdout}");
         // Where to look next: the live URLs, a curl with the key, the metrics.
         assert!(stdout.contains("Where to look next"), "{stdout}");
         assert!(stdout.contains("/metrics"), "{stdout}");
@@ -103,7 +102,7 @@ fn the_demo_shows_signed_deliveries_then_exits_and_stops_its_database() {
         );
         assert!(
             stdout.contains(
-                r#"deskhook_delivery_attempts_total{outcome="success",status_class="2xx"} 3"#
+                r#"deskhook_delivery_attempts_total{outcome="success",status_class="2xx"} 5"#
             ),
             "{stdout}"
         );
