@@ -115,3 +115,27 @@ async fn per_ticket_order_holds_with_two_instances_claiming() {
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn a_rate_limited_endpoint_is_paced() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client
+        .endpoint(&receiver, json!({ "rate_limit_per_second": 5 }))
+        .await;
+    let events: Vec<_> = (0..10)
+        .map(|i| json!({ "id": format!("rate-{i}"), "type": "ticket.created", "data": {"n": i} }))
+        .collect();
+    let started = tokio::time::Instant::now();
+    client.ingest(json!({ "events": events })).await;
+    receiver.wait_for(10, Duration::from_secs(20)).await;
+    // Ten requests at five per second need at least nine gaps of 200 ms. Slowness cannot make
+    // this fail; only a broken limit can.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1700),
+        "10 requests at 5/s arrived within {elapsed:?}"
+    );
+    app.stop().await;
+}

@@ -383,3 +383,55 @@ async fn endpoints_only_get_the_types_they_subscribe_to() {
     assert_eq!(received[0].json["type"], "ticket.closed");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn recover_requeues_an_endpoints_dead_letters_in_a_range() {
+    let app = fast_retry_app("").await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (webhook, _) = client.endpoint(&receiver, json!({})).await;
+    receiver.respond_with(500);
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    client
+        .ingest(json!({ "events": [event("rec-1", "ticket.created"), event("rec-2", "ticket.closed")] }))
+        .await;
+    receiver.wait_for(2, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let dead = client
+            .get(&format!("/v1/deliveries?status=dead&webhook_id={webhook}"))
+            .await;
+        if dead["data"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not dead: {dead}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A range that ends before they died re-queues nothing.
+    let (status, none) = client
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/{webhook}/recover"),
+            Some(json!({ "since": since - chrono::Duration::hours(1), "until": since })),
+        )
+        .await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["data"]["requeued"], 0);
+
+    receiver.respond_with(204);
+    let (status, recovered) = client
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/{webhook}/recover"),
+            Some(json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(status, 200, "{recovered}");
+    assert_eq!(recovered["data"]["requeued"], 2);
+    let received = receiver
+        .wait_until(WAIT, |r| r.iter().filter(|r| r.answered < 300).count() == 2)
+        .await;
+    assert!(received.iter().all(|r| r.verified_by == [0]));
+    app.stop().await;
+}
