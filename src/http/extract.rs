@@ -93,6 +93,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             clean_serde_message(&error.to_string())
         ))
     })?;
+    parse_value(value)
+}
+
+/// Reads an already parsed document into `T` (JSON, or a form turned into a JSON object):
+/// text with a NUL character, and every shape or value error, are 422 naming the field.
+pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     if let Some(field) = nul_in(&value, "") {
         return Err(ApiError::invalid_field(
             field_or_body(field),

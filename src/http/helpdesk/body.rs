@@ -17,7 +17,11 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::http::{ApiError, ErrorCode, error::body_error};
+use crate::http::{
+    ApiError, ErrorCode,
+    error::body_error,
+    extract::{parse_json, parse_value},
+};
 
 /// A JSON or form body.
 #[derive(Debug, Clone)]
@@ -65,78 +69,10 @@ where
             .await
             .map_err(|rejection| body_error(&rejection.body_text()))?;
         match encoding {
-            Encoding::Json => read_json(&bytes).map(JsonOrForm),
-            Encoding::Form => read_value(form_to_json(&bytes)).map(JsonOrForm),
+            Encoding::Json => parse_json(&bytes).map(JsonOrForm),
+            Encoding::Form => parse_value(form_to_json(&bytes)).map(JsonOrForm),
         }
     }
-}
-
-/// Reads JSON bytes: a syntax error anywhere is 400; then shape errors are 422.
-pub(super) fn read_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::bad_request(format!(
-            "Malformed JSON: {}",
-            without_position(&error.to_string())
-        ))
-    })?;
-    read_value(value)
-}
-
-/// Reads a parsed document into `T`: any error is 422 naming the field path. Text with a NUL
-/// character is refused here (PostgreSQL cannot store it).
-fn read_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    if let Some(field) = nul_in(&value, "") {
-        let field = if field.is_empty() {
-            "body".to_owned()
-        } else {
-            field
-        };
-        return Err(ApiError::invalid_field(
-            field,
-            "must not contain NUL characters",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let field = if path.is_empty() || path == "." {
-            "body".to_owned()
-        } else {
-            path
-        };
-        ApiError::invalid_field(field, without_position(&error.into_inner().to_string()))
-    })
-}
-
-/// The path of the first string (or object key) holding a NUL character, if any.
-fn nul_in(value: &Value, path: &str) -> Option<String> {
-    match value {
-        Value::String(text) => text.contains('\0').then(|| path.to_owned()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(index, item)| nul_in(item, &format!("{path}[{index}]"))),
-        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
-            let here = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}.{name}")
-            };
-            if name.contains('\0') {
-                Some(here)
-            } else {
-                nul_in(item, &here)
-            }
-        }),
-        _ => None,
-    }
-}
-
-/// serde's messages end with ` at line 1 column 42`: no use to an API client.
-fn without_position(message: &str) -> String {
-    message
-        .rfind(" at line ")
-        .map_or(message, |index| &message[..index])
-        .to_owned()
 }
 
 /// `a=1&b[]=x&b[]=y` → `{"a": "1", "b": ["x", "y"]}`.
@@ -178,13 +114,13 @@ mod tests {
 
     #[test]
     fn syntax_is_checked_before_shape() {
-        let truncated = read_json::<Body>(br#"{"unknown": 1, "#).expect_err("truncated");
+        let truncated = parse_json::<Body>(br#"{"unknown": 1, "#).expect_err("truncated");
         assert_eq!(truncated.code(), ErrorCode::BadRequest);
-        let unknown = read_json::<Body>(br#"{"unknown": 1}"#).expect_err("unknown");
+        let unknown = parse_json::<Body>(br#"{"unknown": 1}"#).expect_err("unknown");
         assert_eq!(unknown.code(), ErrorCode::ValidationFailed);
-        let shape = read_json::<Body>(b"[1, 2]").expect_err("array");
+        let shape = parse_json::<Body>(b"[1, 2]").expect_err("array");
         assert_eq!(shape.code(), ErrorCode::ValidationFailed);
-        let nul = read_json::<Body>(br#"{"name": "a\u0000b"}"#).expect_err("nul");
+        let nul = parse_json::<Body>(br#"{"name": "a\u0000b"}"#).expect_err("nul");
         assert_eq!(nul.code(), ErrorCode::ValidationFailed);
     }
 
