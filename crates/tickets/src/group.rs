@@ -11,9 +11,7 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use crate::{
     Helpdesk, TicketError,
     ids::{Kind, encode},
-    listing::{
-        ListSpec, Page, PageRequest, SortExpression, SortField, contains_pattern, fetch_page,
-    },
+    listing::{ListSpec, Page, PageRequest, contains_pattern, fetch_page},
     validate::{self, Problems},
 };
 
@@ -67,21 +65,7 @@ const LIST: ListSpec = ListSpec {
     select: concat!(group_columns!(), " FROM agent_group g"),
     from: "agent_group g",
     key: "g.id",
-    sorts: |field| match field {
-        SortField::CreatedAt => Some(SortExpression {
-            sql: "g.created_at",
-            cast: "timestamptz",
-        }),
-        SortField::UpdatedAt => Some(SortExpression {
-            sql: "g.updated_at",
-            cast: "timestamptz",
-        }),
-        SortField::Name => Some(SortExpression {
-            sql: "lower(g.name)",
-            cast: "text",
-        }),
-        SortField::Priority | SortField::Status => None,
-    },
+    sorts: crate::listing::named_sorts!("g"),
 };
 
 /// A new group.

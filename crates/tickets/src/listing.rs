@@ -223,6 +223,29 @@ pub(crate) struct SortExpression {
 }
 
 /// How one resource is listed: its FROM clause, key column and sort expressions.
+/// The sorts of a named resource whose row is aliased `$alias`: creation time, change time,
+/// and name (case-insensitive). Groups, tags and users sort this way.
+macro_rules! named_sorts {
+    ($alias:literal) => {
+        |field| match field {
+            $crate::listing::SortField::CreatedAt => Some($crate::listing::SortExpression {
+                sql: concat!($alias, ".created_at"),
+                cast: "timestamptz",
+            }),
+            $crate::listing::SortField::UpdatedAt => Some($crate::listing::SortExpression {
+                sql: concat!($alias, ".updated_at"),
+                cast: "timestamptz",
+            }),
+            $crate::listing::SortField::Name => Some($crate::listing::SortExpression {
+                sql: concat!("lower(", $alias, ".name)"),
+                cast: "text",
+            }),
+            $crate::listing::SortField::Priority | $crate::listing::SortField::Status => None,
+        }
+    };
+}
+pub(crate) use named_sorts;
+
 pub(crate) struct ListSpec {
     /// `columns FROM table alias JOIN …` (no WHERE).
     pub select: &'static str,

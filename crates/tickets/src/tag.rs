@@ -11,9 +11,7 @@ use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use crate::{
     Helpdesk, TicketError,
     ids::{Kind, encode},
-    listing::{
-        ListSpec, Page, PageRequest, SortExpression, SortField, contains_pattern, fetch_page,
-    },
+    listing::{ListSpec, Page, PageRequest, contains_pattern, fetch_page},
     validate::{self, Problems},
 };
 
@@ -77,21 +75,7 @@ const LIST: ListSpec = ListSpec {
     select: concat!(tag_columns!(), " FROM tag g"),
     from: "tag g",
     key: "g.id",
-    sorts: |field| match field {
-        SortField::CreatedAt => Some(SortExpression {
-            sql: "g.created_at",
-            cast: "timestamptz",
-        }),
-        SortField::UpdatedAt => Some(SortExpression {
-            sql: "g.updated_at",
-            cast: "timestamptz",
-        }),
-        SortField::Name => Some(SortExpression {
-            sql: "lower(g.name)",
-            cast: "text",
-        }),
-        SortField::Priority | SortField::Status => None,
-    },
+    sorts: crate::listing::named_sorts!("g"),
 };
 
 /// A new tag.

@@ -11,9 +11,7 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use crate::{
     Helpdesk, TicketError,
     ids::{Kind, encode},
-    listing::{
-        ListSpec, Page, PageRequest, SortExpression, SortField, contains_pattern, fetch_page,
-    },
+    listing::{ListSpec, Page, PageRequest, contains_pattern, fetch_page},
     validate::{self, Problems},
 };
 
@@ -105,21 +103,7 @@ const LIST: ListSpec = ListSpec {
     select: concat!(user_columns!(), " FROM agent a"),
     from: "agent a",
     key: "a.id",
-    sorts: |field| match field {
-        SortField::CreatedAt => Some(SortExpression {
-            sql: "a.created_at",
-            cast: "timestamptz",
-        }),
-        SortField::UpdatedAt => Some(SortExpression {
-            sql: "a.updated_at",
-            cast: "timestamptz",
-        }),
-        SortField::Name => Some(SortExpression {
-            sql: "lower(a.name)",
-            cast: "text",
-        }),
-        SortField::Priority | SortField::Status => None,
-    },
+    sorts: crate::listing::named_sorts!("a"),
 };
 
 /// A new agent.
