@@ -41,8 +41,11 @@ pub struct Stored {
 /// The enqueue statement: events in, deliveries fanned out, one row back per input event.
 ///
 /// Ids are drawn before the insert so inserted rows can be matched to their input rows even
-/// when some are skipped as duplicates; a duplicate comes back with no id. `event_types` of an endpoint is a list of types or
-/// `*`; `*` never matches `webhook.test`, which only the test action sends. SLA events get
+/// when some are skipped as duplicates; a duplicate (of a stored event or of an earlier one in
+/// the batch) is skipped by `ON CONFLICT` and comes back with no id. No `NOT EXISTS` pre-check:
+/// measured in `steady`, the planner, with a fresh table's statistics, hashed it into a scan of
+/// every event of the workspace (7.6 ms per call). `event_types` of an endpoint is a list of
+/// types or `*`; `*` never matches `webhook.test`, which only the test action sends. SLA events get
 /// priority 0, everything else 1. Deliveries are numbered in event order, which is the FIFO
 /// order of `per_ticket` lanes.
 const ENQUEUE: &str = r"
@@ -53,8 +56,6 @@ WITH input AS (
 fresh AS MATERIALIZED (
   SELECT deskhook_id() AS id, i.*
   FROM (SELECT * FROM input ORDER BY ord) i
-  WHERE i.external_id IS NULL
-     OR NOT EXISTS (SELECT 1 FROM event o WHERE o.workspace_id = $1 AND o.external_id = i.external_id)
 ),
 inserted AS (
   INSERT INTO event (id, workspace_id, event_type, source, ticket_key, external_id, occurred_at, data)
