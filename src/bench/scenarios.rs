@@ -83,7 +83,9 @@ pub(super) async fn run(
     let mut backlog_sink = None;
     if scenario == "backlog" {
         let sink = Sink::start(Behaviour::default()).await?;
-        let endpoint = create_endpoint_direct(&prepared.0, prepared.1, &sink.url, 8).await?;
+        // The cap of the other throughput scenarios' endpoints, so the drain compares with
+        // `steady` like for like.
+        let endpoint = create_endpoint_direct(&prepared.0, prepared.1, &sink.url, 64).await?;
         seed_backlog(&prepared.0, prepared.1, endpoint, events(1_000_000, 20_000)).await?;
         backlog_sink = Some(sink);
     }
