@@ -246,6 +246,10 @@ pub struct ServeArgs {
     /// Apply migrations at start (`false` when a separate `deskhook migrate` step does it).
     #[arg(long, env = "DESKHOOK_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     migrate: bool,
+    /// Make claims and settles wait for the WAL flush too (`false`: a database crash may
+    /// repeat a few deliveries, never lose one).
+    #[arg(long, env = "DESKHOOK_QUEUE_SYNCHRONOUS_COMMIT", default_value_t = false, action = clap::ArgAction::Set)]
+    queue_synchronous_commit: bool,
 }
 
 /// `deskhook migrate`.
@@ -355,6 +359,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: args.shutdown_timeout,
         rate_limit: args.rate_limit,
         migrate_on_start: args.migrate,
+        queue_synchronous_commit: args.queue_synchronous_commit,
         retention: args.retention,
         secret_box,
     };

@@ -218,6 +218,8 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// Whether `serve` applies migrations at start.
     pub migrate_on_start: bool,
+    /// Whether claims and settles wait for the WAL flush (see `database::queue_pool`).
+    pub queue_synchronous_commit: bool,
     /// How long history is kept.
     pub retention: Duration,
     /// The operator key that encrypts endpoint secrets at rest.
@@ -239,6 +241,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("rate_limit", &self.rate_limit)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("queue_synchronous_commit", &self.queue_synchronous_commit)
             .field("retention", &self.retention)
             .field("secret_box", &self.secret_box)
             .finish()
@@ -261,6 +264,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(20),
             rate_limit: RateLimit::PerMinute(600),
             migrate_on_start: true,
+            queue_synchronous_commit: false,
             retention: Duration::from_secs(30 * 86_400),
             secret_box: crate::webhooks::SecretBox::random(),
         }

@@ -123,8 +123,17 @@ async fn start_roles(
             AddressGuard::new(config.allow_networks.clone()),
             config.attempt_timeout,
         );
+        // One claim and one settle at a time, plus endpoint lookups.
+        let queue_pool =
+            match database::queue_pool(&config.database_url, 4, config.queue_synchronous_commit) {
+                Ok(queue_pool) => queue_pool,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot open the dispatcher's pool");
+                    return;
+                }
+            };
         let dispatcher = Dispatcher::new(
-            pool.clone(),
+            queue_pool,
             client,
             config.secret_box.clone(),
             DispatcherConfig {
