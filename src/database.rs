@@ -146,7 +146,15 @@ pub fn queue_pool(url: &str, size: u32, synchronous: bool) -> anyhow::Result<PgP
     let options: PgConnectOptions = url
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let mut options = options.application_name("deskhook-dispatcher");
+    // No bitmap scans for the dispatcher's queries. The claim counts in-flight deliveries
+    // over the hot table's partial index, which churns thousands of rows a second; a bitmap
+    // scan revisits every dead entry on every claim (never marking them dead, as a plain index
+    // scan does), until autovacuum comes round. Measured mid-`steady`: 30,317 index entries and
+    // 482 heap pages for 30 live rows, 7 ms per claim; a plain index scan skips them after
+    // its first pass.
+    let mut options = options
+        .application_name("deskhook-dispatcher")
+        .options([("enable_bitmapscan", "off")]);
     if !synchronous {
         options = options.options([("synchronous_commit", "off")]);
     }
