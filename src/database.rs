@@ -40,8 +40,7 @@ impl Database {
     /// Resolves the settings to a reachable database, starting the private server if needed.
     pub async fn open(settings: DatabaseSettings) -> anyhow::Result<Self> {
         if let Some(url) = settings.url {
-            url.parse::<PgConnectOptions>()
-                .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            connect_options(&url)?;
             return Ok(Self { url, local: None });
         }
         let data_dir = settings.data_dir.clone();
@@ -122,20 +121,14 @@ async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
 /// The service's pool. Lazy: the service starts (and answers `/healthz`) while the database
 /// is still unreachable, and `/readyz` says when it is usable.
 pub fn pool(url: &str, size: u32) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let options = options.application_name("deskhook");
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
-        .idle_timeout(Duration::from_secs(300))
-        .connect_lazy_with(options))
+    Ok(lazy_pool(
+        connect_options(url)?.application_name("deskhook"),
+        size,
+    ))
 }
 
-/// The dispatcher's own small pool, whose commits (claims, settles, lease rescues) do not wait
-/// for the WAL flush unless `synchronous` says so.
+/// The dispatcher's own small pool, whose commits (claims and settles) do not wait for the WAL
+/// flush unless `synchronous` says so.
 ///
 /// Why that is safe: a claim or settle lost in a database crash only means a delivery is
 /// attempted again (its lease expires, or it is still waiting), which at-least-once delivery
@@ -143,27 +136,33 @@ pub fn pool(url: &str, size: u32) -> anyhow::Result<PgPool> {
 /// the main pool, so nothing accepted is ever lost. Why it matters: the claim and settle round
 /// trips then end without waiting for the disk, and the server flushes WAL less often.
 pub fn queue_pool(url: &str, size: u32, synchronous: bool) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     // No bitmap scans for the dispatcher's queries. The claim counts in-flight deliveries
     // over the hot table's partial index, which churns thousands of rows a second; a bitmap
     // scan revisits every dead entry on every claim (never marking them dead, as a plain index
     // scan does), until autovacuum comes round. Measured mid-`steady`: 30,317 index entries and
     // 482 heap pages for 30 live rows, 7 ms per claim; a plain index scan skips them after
     // its first pass.
-    let mut options = options
+    let mut options = connect_options(url)?
         .application_name("deskhook-dispatcher")
         .options([("enable_bitmapscan", "off")]);
     if !synchronous {
         options = options.options([("synchronous_commit", "off")]);
     }
-    Ok(PgPoolOptions::new()
+    Ok(lazy_pool(options, size))
+}
+
+fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")
+}
+
+fn lazy_pool(options: PgConnectOptions, size: u32) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
 /// Applies every pending migration on `pool`.
