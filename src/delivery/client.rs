@@ -40,7 +40,7 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
-    /// The stored and labelled name.
+    /// The name stored in the attempt log and shown by the API (api.md).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -49,6 +49,15 @@ impl OutcomeKind {
             Self::ConnectError => "connect_error",
             Self::TlsError => "tls_error",
             Self::Refused => "refused",
+        }
+    }
+
+    /// The `outcome` label of `deskhook_delivery_attempts_total` (operations.md), which names
+    /// a refusal by what refused it.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Self::Refused => "ssrf_blocked",
+            other => other.as_str(),
         }
     }
 }

@@ -342,7 +342,9 @@ impl Dispatcher {
             error: Some(reason),
             duration: Duration::ZERO,
         };
-        self.finish(&delivery, verdict, started_at, response)
+        // No request was attempted: the attempt is logged, but not counted as a refusal by
+        // the SSRF guard in the attempts metric.
+        self.finish(&delivery, verdict, started_at, response, false)
     }
 
     /// Signs and POSTs one delivery, and decides what becomes of it.
@@ -380,24 +382,29 @@ impl Dispatcher {
                 }
             }
         };
-        self.finish(&delivery, verdict, started_at, response)
+        self.finish(&delivery, verdict, started_at, response, true)
     }
 
+    /// Counts the attempt (when a request was attempted), logs a failure, and makes the
+    /// settlement.
     fn finish(
         &self,
         delivery: &Claimed,
         verdict: Verdict,
         started_at: chrono::DateTime<Utc>,
         response: super::client::Response,
+        requested: bool,
     ) -> Settlement {
-        let class = response.status.map_or("none", status_class);
-        self.metrics
-            .delivery_attempts_total
-            .with_label_values(&[response.kind.as_str(), class])
-            .inc();
-        self.metrics
-            .delivery_attempt_duration_seconds
-            .observe(response.duration.as_secs_f64());
+        if requested {
+            let class = response.status.map_or("none", status_class);
+            self.metrics
+                .delivery_attempts_total
+                .with_label_values(&[response.kind.metric_label(), class])
+                .inc();
+            self.metrics
+                .delivery_attempt_duration_seconds
+                .observe(response.duration.as_secs_f64());
+        }
         if response.kind != OutcomeKind::Success {
             tracing::info!(
                 delivery.id = %ids::encode(Kind::Delivery, delivery.id),

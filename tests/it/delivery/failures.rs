@@ -95,6 +95,22 @@ async fn a_name_resolving_to_a_refused_address_gets_no_request() {
         receiver.received().is_empty(),
         "no request may reach a refused address"
     );
+    // An SRE sees the refusal under the label operations.md names.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(
+            r#"deskhook_delivery_attempts_total{outcome="ssrf_blocked",status_class="none"} 1"#
+        ),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
