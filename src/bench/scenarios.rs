@@ -325,22 +325,7 @@ async fn single_event_load(
                     return anyhow::Ok(());
                 }
                 let body = event_body(&format!("b{n}"), &pad);
-                let response = client
-                    .post(format!("{base}/v1/events"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status() == 202,
-                    "ingest answered {}",
-                    response.status()
-                );
-                let answer: Value = response.json().await?;
-                let at = Instant::now();
-                if let Some(id) = answer["data"][0]["id"].as_str() {
-                    accepted.lock().expect("accepted").insert(id.to_owned(), at);
-                }
+                post_and_record(&client, &base, &key, &body, &accepted).await?;
             }
         }));
     }
@@ -429,25 +414,8 @@ async fn batched_load(
                 let items: Vec<Value> = (first..(first + batch).min(events))
                     .map(|n| event_body(&format!("b{n}"), &pad))
                     .collect();
-                let response = client
-                    .post(format!("{base}/v1/events"))
-                    .bearer_auth(&key)
-                    .json(&json!({ "events": items }))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status() == 202,
-                    "ingest answered {}",
-                    response.status()
-                );
-                let answer: Value = response.json().await?;
-                let at = Instant::now();
-                let mut map = accepted.lock().expect("accepted");
-                for item in answer["data"].as_array().into_iter().flatten() {
-                    if let Some(id) = item["id"].as_str() {
-                        map.insert(id.to_owned(), at);
-                    }
-                }
+                let body = json!({ "events": items });
+                post_and_record(&client, &base, &key, &body, &accepted).await?;
             }
         }));
     }
@@ -500,23 +468,7 @@ async fn paced_load(
         );
         let body = event_body(&format!("l{n}"), &pad);
         in_flight.push(tokio::spawn(async move {
-            let response = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status() == 202,
-                "ingest answered {}",
-                response.status()
-            );
-            let answer: Value = response.json().await?;
-            let at = Instant::now();
-            if let Some(id) = answer["data"][0]["id"].as_str() {
-                accepted.lock().expect("accepted").insert(id.to_owned(), at);
-            }
-            anyhow::Ok(())
+            post_and_record(&client, &base, &key, &body, &accepted).await
         }));
     }
     for task in in_flight {
@@ -573,13 +525,7 @@ async fn noisy(service: &Service, rng: &mut StdRng, window: Duration) -> anyhow:
         );
         let body = event_body(&format!("n{n}"), &pad);
         tasks.push(tokio::spawn(async move {
-            let ids = post_events_raw(&client, &base, &key, &body).await?;
-            let at = Instant::now();
-            let mut map = accepted.lock().expect("accepted");
-            for id in ids {
-                map.insert(id, at);
-            }
-            anyhow::Ok(())
+            post_and_record(&client, &base, &key, &body, &accepted).await
         }));
     }
     for task in tasks {
@@ -604,6 +550,23 @@ async fn noisy(service: &Service, rng: &mut StdRng, window: Duration) -> anyhow:
         .insert("slow_endpoint_requests".into(), json!(slow.requests()));
     measured.note = Some("latency and throughput are the 9 healthy endpoints'".into());
     Ok(measured)
+}
+
+/// Posts `body` to `/v1/events` and records when the 202 arrived for each accepted event.
+async fn post_and_record(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+    accepted: &Accepted,
+) -> anyhow::Result<()> {
+    let ids = post_events_raw(client, base, key, body).await?;
+    let at = Instant::now();
+    let mut map = accepted.lock().expect("accepted");
+    for id in ids {
+        map.insert(id, at);
+    }
+    Ok(())
 }
 
 async fn post_events_raw(

@@ -342,9 +342,8 @@ impl Dispatcher {
             error: Some(reason),
             duration: Duration::ZERO,
         };
-        // No request was attempted: the attempt is logged, but not counted as a refusal by
-        // the SSRF guard in the attempts metric.
-        self.finish(&delivery, verdict, started_at, response, false)
+        // No request was attempted: logged in the attempt log, not counted in the metrics.
+        self.finish(&delivery, verdict, started_at, response)
     }
 
     /// Signs and POSTs one delivery, and decides what becomes of it.
@@ -363,6 +362,14 @@ impl Dispatcher {
         let signatures = signing::sign(&target.secrets, &event_id, timestamp, &body);
         let headers = request_headers(target, &delivery, &event_id, timestamp, &signatures);
         let response = self.client.post(&target.url, headers, body).await;
+        let class = response.status.map_or("none", status_class);
+        self.metrics
+            .delivery_attempts_total
+            .with_label_values(&[response.kind.metric_label(), class])
+            .inc();
+        self.metrics
+            .delivery_attempt_duration_seconds
+            .observe(response.duration.as_secs_f64());
 
         let verdict = match (response.kind, response.status) {
             (OutcomeKind::Success, _) => Verdict::Succeeded,
@@ -382,29 +389,17 @@ impl Dispatcher {
                 }
             }
         };
-        self.finish(&delivery, verdict, started_at, response, true)
+        self.finish(&delivery, verdict, started_at, response)
     }
 
-    /// Counts the attempt (when a request was attempted), logs a failure, and makes the
-    /// settlement.
+    /// Logs a failed attempt and makes its settlement.
     fn finish(
         &self,
         delivery: &Claimed,
         verdict: Verdict,
         started_at: chrono::DateTime<Utc>,
         response: super::client::Response,
-        requested: bool,
     ) -> Settlement {
-        if requested {
-            let class = response.status.map_or("none", status_class);
-            self.metrics
-                .delivery_attempts_total
-                .with_label_values(&[response.kind.metric_label(), class])
-                .inc();
-            self.metrics
-                .delivery_attempt_duration_seconds
-                .observe(response.duration.as_secs_f64());
-        }
         if response.kind != OutcomeKind::Success {
             tracing::info!(
                 delivery.id = %ids::encode(Kind::Delivery, delivery.id),

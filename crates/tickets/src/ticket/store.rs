@@ -179,9 +179,9 @@ pub(crate) async fn fetch(
     .bind(workspace_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let mut tickets: Vec<Ticket> = row.into_iter().map(Into::into).collect();
-    attach_sla(conn, &mut tickets, Utc::now()).await?;
-    Ok(tickets.pop())
+    Ok(rendered(conn, row.into_iter().collect(), Utc::now())
+        .await?
+        .pop())
 }
 
 /// Tickets by key (of one workspace when given; deleted ones unless `live_only`), rendered
@@ -208,6 +208,15 @@ pub(crate) async fn fetch_many(
     .bind(live_only)
     .fetch_all(&mut *conn)
     .await?;
+    rendered(conn, rows, now).await
+}
+
+/// Tickets from their rows, with their `sla` objects as of `now`.
+async fn rendered(
+    conn: &mut PgConnection,
+    rows: Vec<TicketRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Ticket>, TicketError> {
     let mut tickets: Vec<Ticket> = rows.into_iter().map(Into::into).collect();
     attach_sla(conn, &mut tickets, now).await?;
     Ok(tickets)
