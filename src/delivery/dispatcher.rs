@@ -1,14 +1,21 @@
-//! The dispatcher: one claimer per instance feeding up to `worker_concurrency` concurrent
-//! attempts, and one settler writing their outcomes back in batches.
+//! The dispatcher: one loop per instance that, each turn, settles the attempts that finished
+//! and claims what is due with the free worker slots, in one statement (`queue::cycle`), then
+//! hands the claimed deliveries to concurrent attempts.
 //!
 //! ```text
-//!  wake-up (local commit | NOTIFY | poll | next due) ─► claim batch (≤ free slots) ─► spawn attempts
-//!                                                                                   │ sign, POST
-//!                          settle batch (what is waiting, ≤ 256 outcomes) ◄────────┘
+//!  wake-up (local commit | NOTIFY | tick: retry due, rate slot, poll) ─┐
+//!  outcomes (urgent when the endpoint is at its cap, else ≤ 5 ms) ─────┴► turn: settle + claim
+//!                                                                          │ spawn attempts
+//!                                          attempt: sign, POST, classify ◄┘ (≤ worker slots)
 //! ```
-//! No transaction is held across a POST: a claim commits before any request leaves. On
-//! shutdown the claimer stops, in-flight attempts get `shutdown_timeout` to finish and be
-//! settled; whatever is still leased then is rescued by the lease reaper later.
+//! No transaction is held across a POST and no attempt ever waits for anything but its own
+//! request: a rate-limited endpoint is paced by the claim, not by sleeping. Wake-ups are
+//! coalesced (turns at least [`COALESCE`] apart) so a trickle is claimed in batches, and the
+//! next due retry or rate slot is read only by a tick, never after each claim. On shutdown the
+//! loop stops claiming, settles attempts as they finish for up to `shutdown_timeout`, and
+//! exits; whatever is still leased then is rescued by the lease reaper later.
+//!
+//! It must never build SQL of its own or talk HTTP except through `client.rs`.
 
 use std::{
     collections::HashMap,
@@ -21,7 +28,7 @@ use chrono::Utc;
 use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -33,7 +40,7 @@ use crate::{
     events,
     ids::{self, Kind},
     metrics::{Metrics, status_class},
-    queue::{self, Claimed, Settlement, Verdict, Wakeup, claim},
+    queue::{self, Claimed, Settlement, Verdict, Wakeup, claim, cycle},
     signing,
     webhooks::{self, SecretBox, Target},
 };
@@ -41,12 +48,18 @@ use crate::{
 /// How long endpoint settings (URL, secrets, headers) are cached by the dispatcher. A change
 /// through this instance's API also invalidates the cache at once.
 const TARGET_TTL: Duration = Duration::from_secs(2);
-/// The fallback poll interval when nothing wakes the dispatcher.
+/// The fallback poll: a tick (promote due retries, read the next due instant) and a claim even
+/// when nothing woke the dispatcher.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// The shortest idle wait: due but blocked work is re-checked at most this often.
-const IDLE_FLOOR: Duration = Duration::from_millis(50);
+/// Turns started by a wake-up are at least this far apart, so a steady trickle is claimed in
+/// batches rather than one row per commit.
+const COALESCE: Duration = Duration::from_millis(2);
+/// An outcome waits at most this long for a claim to ride on before it is settled alone.
+const SETTLE_LINGER: Duration = Duration::from_millis(5);
 /// Settles per statement at most.
 const SETTLE_BATCH: usize = 256;
+/// The longest pause after a failed turn.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the dispatcher needs.
 #[derive(Clone)]
@@ -91,26 +104,6 @@ impl TargetCache {
     }
 }
 
-/// Spaces requests to rate-limited endpoints (per instance).
-#[derive(Default)]
-struct Pacer {
-    next_free: Mutex<HashMap<i64, tokio::time::Instant>>,
-}
-
-impl Pacer {
-    async fn wait(&self, endpoint_id: i64, per_second: i32) {
-        let gap = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
-        let slot = {
-            let mut next = self.next_free.lock().expect("pacer");
-            let now = tokio::time::Instant::now();
-            let slot = next.get(&endpoint_id).copied().unwrap_or(now).max(now);
-            next.insert(endpoint_id, slot + gap);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-}
-
 /// The dispatcher of one instance.
 pub struct Dispatcher {
     pool: PgPool,
@@ -120,7 +113,51 @@ pub struct Dispatcher {
     wakeup: Wakeup,
     metrics: Metrics,
     targets: Arc<TargetCache>,
-    pacer: Pacer,
+}
+
+/// The loop's memory between turns.
+struct LoopState {
+    /// Finished attempts not yet settled.
+    pending: Vec<Settlement>,
+    /// When the oldest of `pending` arrived.
+    pending_since: Option<Instant>,
+    /// Claimable work may exist (a wake-up, a full batch, a tick).
+    hint: bool,
+    /// The fair claim's cursor (an endpoint id) and the lane claim's (an order key).
+    fair_cursor: i64,
+    lane_cursor: i64,
+    /// Whether `per_ticket` lanes have ready rows (from the last tick).
+    lanes: bool,
+    /// When to tick next.
+    next_tick: Instant,
+    /// When the last turn started.
+    last_turn: Instant,
+    /// After a failed turn, none before this.
+    backoff_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl LoopState {
+    fn add(&mut self, settlement: Settlement) {
+        if self.pending.is_empty() {
+            self.pending_since = Some(Instant::now());
+        }
+        self.pending.push(settlement);
+    }
+
+    fn settle_due(&self, now: Instant, stopping: bool) -> bool {
+        !self.pending.is_empty()
+            && (stopping
+                || self.pending.len() >= SETTLE_BATCH
+                || self.pending.iter().any(|s| s.urgent)
+                || self
+                    .pending_since
+                    .is_some_and(|since| now >= since + SETTLE_LINGER))
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        self.next_tick = self.next_tick.min(at);
+    }
 }
 
 impl Dispatcher {
@@ -142,13 +179,10 @@ impl Dispatcher {
             wakeup,
             metrics,
             targets,
-            pacer: Pacer::default(),
         }
     }
 
-    /// The lease of a claim: the attempt timeout, plus time for a rate-limited endpoint's
-    /// spacing (at most about a second: the claim takes no more than the rate per second) and
-    /// the settle flush.
+    /// The lease of a claim: the attempt timeout, plus time for the settle to ride on a turn.
     fn lease_seconds(&self) -> f64 {
         self.config.attempt_timeout.as_secs_f64() + 5.0
     }
@@ -156,103 +190,256 @@ impl Dispatcher {
     /// Runs until `shutdown`, then drains.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let (outcomes, settle_rx) = mpsc::unbounded_channel();
-        let settler = tokio::spawn(this.clone().settle_loop(settle_rx));
+        let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
         let listener = tokio::spawn(this.clone().listen(shutdown.clone()));
         let slots = Arc::new(Semaphore::new(this.config.concurrency));
-        let mut lanes_checked = Instant::now() - Duration::from_secs(1);
-        let mut lanes = false;
+        let now = Instant::now();
+        let mut state = LoopState {
+            pending: Vec::new(),
+            pending_since: None,
+            hint: true,
+            fair_cursor: i64::MIN,
+            lane_cursor: i64::MIN,
+            lanes: false,
+            next_tick: now,
+            last_turn: now.checked_sub(COALESCE).unwrap_or(now),
+            backoff_until: None,
+            backoff: Duration::from_millis(50),
+        };
+        let mut drain_deadline: Option<Instant> = None;
 
-        while !shutdown.is_cancelled() {
-            // Wait for a free slot, then take as many as are free (up to a batch).
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("never closed"),
-                () = shutdown.cancelled() => break,
+        loop {
+            let stopping = drain_deadline.is_some();
+            while let Ok(settlement) = outcomes.try_recv() {
+                state.add(settlement);
+            }
+            let now = Instant::now();
+            let backing_off = state.backoff_until.is_some_and(|until| now < until);
+            if !stopping && !backing_off && now >= state.next_tick {
+                this.tick(&mut state).await;
+            }
+            let free = slots.available_permits().min(this.config.claim_batch);
+            let claim_now =
+                !stopping && state.hint && free > 0 && now >= state.last_turn + COALESCE;
+            if !backing_off && (claim_now || state.settle_due(now, stopping)) {
+                let wanted = if stopping { 0 } else { free };
+                this.turn(&mut state, &slots, wanted, &outcomes_tx).await;
+                continue;
+            }
+            let idle = slots.available_permits() == this.config.concurrency;
+            if let Some(deadline) = drain_deadline
+                && ((idle && state.pending.is_empty()) || now >= deadline)
+            {
+                break;
+            }
+
+            let mut until = if stopping {
+                drain_deadline.unwrap_or(now)
+            } else {
+                state.next_tick
             };
-            let mut permits = vec![first];
-            while permits.len() < this.config.claim_batch {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
+            if let Some(since) = state.pending_since.filter(|_| !state.pending.is_empty()) {
+                until = until.min(since + SETTLE_LINGER);
+            }
+            if claim_now || (state.hint && free > 0 && !stopping) {
+                until = until.min(state.last_turn + COALESCE);
+            }
+            if let Some(backoff) = state.backoff_until {
+                until = until.max(backoff);
+            }
+            tokio::select! {
+                () = this.wakeup.notified(), if !stopping => state.hint = true,
+                Some(settlement) = outcomes.recv() => state.add(settlement),
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = shutdown.cancelled(), if !stopping => {
+                    drain_deadline = Some(Instant::now() + this.config.shutdown_timeout);
                 }
-            }
-            let wanted = permits.len();
-            if lanes_checked.elapsed() > Duration::from_millis(250) {
-                lanes = claim::lanes_in_use(&this.pool).await.unwrap_or(true);
-                lanes_checked = Instant::now();
-            }
-            let claimed = match this.claim(wanted, lanes).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(error = %error, "claiming deliveries failed; retrying");
-                    drop(permits);
-                    sleep_or_cancel(&shutdown, Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let got = claimed.len();
-            if got > 0 {
-                this.start_attempts(claimed, &mut permits, &outcomes).await;
-            }
-            drop(permits);
-            if got < wanted {
-                this.idle(&shutdown).await;
             }
         }
 
-        // Drain: every slot back means every attempt has been handed to the settler.
-        let all = u32::try_from(this.config.concurrency).unwrap_or(u32::MAX);
-        if tokio::time::timeout(this.config.shutdown_timeout, slots.acquire_many(all))
-            .await
-            .is_err()
-        {
+        if !state.pending.is_empty() {
+            let _ = cycle::settle(&this.pool, &state.pending).await;
+        }
+        if slots.available_permits() < this.config.concurrency {
             tracing::warn!(
                 "in-flight deliveries did not finish within the shutdown timeout; their leases will expire and they will be attempted again"
             );
         }
-        drop(outcomes);
-        let _ = settler.await;
         listener.abort();
     }
 
-    async fn claim(&self, wanted: usize, lanes: bool) -> Result<Vec<Claimed>, sqlx::Error> {
-        let lease = self.lease_seconds();
-        let mut claimed = if lanes {
-            claim::claim_lanes(&self.pool, wanted, lease).await?
-        } else {
-            Vec::new()
-        };
-        if claimed.len() < wanted {
-            claimed.extend(claim::claim(&self.pool, wanted - claimed.len(), lease).await?);
+    /// Promotes due retries and learns when the next one (or a rate slot) is due.
+    async fn tick(&self, state: &mut LoopState) {
+        let jitter = rand::thread_rng().gen_range(0.9..1.1);
+        state.next_tick = Instant::now() + POLL_INTERVAL.mul_f64(jitter);
+        // The poll is also the fallback for a missed wake-up.
+        state.hint = true;
+        match claim::tick(&self.pool).await {
+            Ok(tick) => {
+                state.lanes = tick.lanes;
+                if let Some(at) = tick.next_at {
+                    state.wake_at(instant_of(at));
+                }
+            }
+            Err(error) => tracing::debug!(error = %error, "queue tick failed; retrying"),
         }
-        Ok(claimed)
     }
 
-    /// Sleeps until something may be due: a local or remote wake-up, the next known due time,
-    /// or the poll interval.
-    async fn idle(&self, shutdown: &CancellationToken) {
-        let jitter = rand::thread_rng().gen_range(0.9..1.1);
-        let mut wait = POLL_INTERVAL.mul_f64(jitter);
-        if let Ok(Some(next)) = claim::next_due(&self.pool).await {
-            // Work that is due but was not claimable (a lane whose head is in flight, an
-            // endpoint at its cap) becomes claimable when a settle wakes us: no spinning.
-            let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            wait = wait.min(until.max(IDLE_FLOOR));
+    /// One turn: settle what finished, claim with the free slots, start the attempts.
+    async fn turn(
+        self: &Arc<Self>,
+        state: &mut LoopState,
+        slots: &Arc<Semaphore>,
+        wanted: usize,
+        outcomes: &mpsc::UnboundedSender<Settlement>,
+    ) {
+        state.last_turn = Instant::now();
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(wanted);
+        while permits.len() < wanted {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
         }
-        tokio::select! {
-            () = self.wakeup.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => {}
+        let wanted = permits.len();
+        let batch_len = state.pending.len().min(SETTLE_BATCH);
+        let lease = self.lease_seconds();
+
+        let mut claimed = Vec::new();
+        if state.lanes && wanted > 0 {
+            match claim::claim_lanes(&self.pool, wanted, lease, state.lane_cursor).await {
+                Ok(rows) => {
+                    state.lane_cursor = if rows.len() < wanted {
+                        i64::MIN
+                    } else {
+                        rows.iter()
+                            .filter_map(|c| c.order_key)
+                            .max()
+                            .unwrap_or(i64::MIN)
+                    };
+                    claimed = rows;
+                }
+                Err(error) => tracing::warn!(error = %error, "claiming lane heads failed"),
+            }
+        }
+        let fair_wanted = wanted - claimed.len();
+        let result = cycle::turn(
+            &self.pool,
+            &state.pending[..batch_len],
+            fair_wanted,
+            lease,
+            state.fair_cursor,
+        )
+        .await;
+        let turn = match result {
+            Ok(turn) => turn,
+            Err(error) => {
+                tracing::warn!(error = %error, "a dispatcher turn failed; retrying");
+                state.backoff_until = Some(Instant::now() + state.backoff);
+                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                // Outcomes older than a lease are fenced by now: their deliveries are rescued
+                // and attempted again (at least once, never lost).
+                let too_old = Duration::from_secs_f64(lease);
+                if state
+                    .pending_since
+                    .is_some_and(|since| since.elapsed() > too_old)
+                {
+                    tracing::error!(
+                        count = state.pending.len(),
+                        "settling deliveries failed for longer than a lease; they will be attempted again"
+                    );
+                    state.pending.clear();
+                }
+                if !claimed.is_empty() {
+                    self.start_attempts(claimed, &mut permits, outcomes, state)
+                        .await;
+                }
+                return;
+            }
+        };
+        state.backoff = Duration::from_millis(50);
+        state.backoff_until = None;
+
+        let settled_batch: Vec<Settlement> = state.pending.drain(..batch_len).collect();
+        state.pending_since = if state.pending.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        self.record_settled(&turn.settled, &settled_batch, state);
+
+        let got = turn.claimed.len();
+        // A full batch: more may be waiting. A partial one from mid-walk: the endpoints
+        // before the cursor have not been visited yet.
+        state.hint = got >= fair_wanted && fair_wanted > 0
+            || (got < fair_wanted && state.fair_cursor != i64::MIN);
+        state.fair_cursor = if got < fair_wanted {
+            i64::MIN
+        } else {
+            turn.claimed
+                .iter()
+                .map(|c| c.endpoint_id)
+                .max()
+                .unwrap_or(i64::MIN)
+        };
+        claimed.extend(turn.claimed);
+        if !claimed.is_empty() {
+            self.start_attempts(claimed, &mut permits, outcomes, state)
+                .await;
+        }
+        drop(permits);
+    }
+
+    /// Metrics, logs and the next tick after a settle.
+    fn record_settled(
+        &self,
+        settled: &queue::Settled,
+        batch: &[Settlement],
+        state: &mut LoopState,
+    ) {
+        self.metrics
+            .delivery_settles_fenced_total
+            .inc_by(settled.fenced);
+        for (endpoint, reason) in &settled.disabled {
+            self.metrics
+                .webhooks_disabled_total
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            tracing::warn!(webhook.id = %ids::encode(Kind::Webhook, *endpoint), reason, "endpoint disabled");
+        }
+        if !settled.disabled.is_empty() {
+            self.targets.invalidate();
+        }
+        // This instance's own retries: tick when the first comes due, without asking.
+        if let Some(at) = batch
+            .iter()
+            .filter_map(|s| match s.verdict {
+                Verdict::Retry(at) => Some(at),
+                _ => None,
+            })
+            .min()
+        {
+            state.wake_at(instant_of(at));
         }
     }
 
     async fn start_attempts(
         self: &Arc<Self>,
         claimed: Vec<Claimed>,
-        permits: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
         outcomes: &mpsc::UnboundedSender<Settlement>,
+        state: &mut LoopState,
     ) {
         let targets = self.targets_for(&claimed).await;
+        // A rate-limited endpoint's next slot: tick then, so its backlog goes on at its rate.
+        for lookup in targets.values() {
+            if let Lookup::Found(target) = lookup
+                && let Some(rate) = target.rate_limit_per_second
+            {
+                let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+                state.wake_at(Instant::now() + gap);
+            }
+        }
         // One body per event, shared by every endpoint it fans out to.
         let mut bodies: HashMap<i64, Bytes> = HashMap::new();
         for delivery in claimed {
@@ -354,9 +541,6 @@ impl Dispatcher {
         body: Bytes,
         started_at: chrono::DateTime<Utc>,
     ) -> Settlement {
-        if let Some(rate) = target.rate_limit_per_second {
-            self.pacer.wait(delivery.endpoint_id, rate).await;
-        }
         let event_id = ids::encode(Kind::Event, delivery.event_id);
         let timestamp = Utc::now().timestamp();
         let signatures = signing::sign(&target.secrets, &event_id, timestamp, &body);
@@ -420,6 +604,8 @@ impl Dispatcher {
         Settlement {
             id: delivery.id,
             lease_id: delivery.lease_id,
+            endpoint_id: delivery.endpoint_id,
+            urgent: delivery.capped,
             verdict,
             started_at,
             duration_ms: i32::try_from(response.duration.as_millis()).unwrap_or(i32::MAX),
@@ -429,65 +615,6 @@ impl Dispatcher {
             response_body: response.body_snippet.map(|b| without_nul(&b)),
         }
         .with_accepted_at(delivery.accepted_at, &self.metrics)
-    }
-
-    /// Writes outcomes in batches until every sender is gone. No timer: whatever arrived
-    /// while the previous batch was being written forms the next one, so a lone outcome is
-    /// settled at once and a busy instance settles hundreds per statement.
-    async fn settle_loop(self: Arc<Self>, mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
-        let mut batch = Vec::with_capacity(SETTLE_BATCH);
-        while let Some(first) = outcomes.recv().await {
-            batch.push(first);
-            while batch.len() < SETTLE_BATCH {
-                match outcomes.try_recv() {
-                    Ok(settlement) => batch.push(settlement),
-                    Err(_) => break,
-                }
-            }
-            self.flush(&mut batch).await;
-        }
-    }
-
-    async fn flush(&self, batch: &mut Vec<Settlement>) {
-        if batch.is_empty() {
-            return;
-        }
-        let mut delay = Duration::from_millis(50);
-        let settled = loop {
-            match queue::settle::settle(&self.pool, batch).await {
-                Ok(settled) => break Some(settled),
-                Err(error) if delay < Duration::from_secs(10) => {
-                    tracing::warn!(error = %error, "settling deliveries failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(error) => {
-                    // The leases will expire and the deliveries will be attempted again: at
-                    // least once, never lost.
-                    tracing::error!(error = %error, count = batch.len(), "settling deliveries failed; they will be retried after their lease");
-                    break None;
-                }
-            }
-        };
-        if let Some(settled) = settled {
-            self.metrics
-                .delivery_settles_fenced_total
-                .inc_by(settled.fenced);
-            for (endpoint, reason) in &settled.disabled {
-                self.metrics
-                    .webhooks_disabled_total
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                tracing::warn!(webhook.id = %ids::encode(Kind::Webhook, *endpoint), reason, "endpoint disabled");
-            }
-            if !settled.disabled.is_empty() {
-                self.targets.invalidate();
-            }
-            // Settled deliveries free lanes and endpoint caps; retries may be due sooner than
-            // the dispatcher planned.
-            self.wakeup.wake_dispatcher();
-        }
-        batch.clear();
     }
 
     /// Wakes the dispatcher when another instance enqueues (NOTIFY); reconnects on failure.
@@ -580,6 +707,11 @@ fn request_headers(
         headers.insert(name, value);
     }
     headers
+}
+
+/// The monotonic instant of a wall-clock time (now, if it has passed).
+fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
+    Instant::now() + (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
 }
 
 fn without_nul(text: &str) -> String {

@@ -1,20 +1,40 @@
-//! Claiming due deliveries: one statement per batch, leased and fenced, joined with the event
-//! it carries so the dispatcher needs no second round trip.
+//! Claiming due deliveries: leased, fenced, fair, and at a cost that follows due work.
 //!
-//! Unordered deliveries use the fair claim of queue.md: enumerate endpoints that have waiting
-//! work with a skip-scan, give each at most `min(free slots under its max_in_flight, its rate
-//! limit, batch / endpoints + 1)` rows, and hand them out round robin (first of every
-//! endpoint, then second, ...). A slow endpoint at its cap gets nothing and costs the others
-//! nothing. Within an endpoint, `priority` (SLA, live, replay) then due time decide.
+//! A claim reads only *ready* rows (state 0). Retries wait as *scheduled* rows (state 2) and
+//! are promoted by [`tick`] when due, like River's scheduler; rows of disabled endpoints are
+//! *parked* (state 3). So a hundred thousand endpoints each holding a retry due in an hour, or a
+//! disabled endpoint's backlog, cost a claim nothing (docs/queue.md has the measurements).
 //!
-//! `per_ticket` endpoints use FIFO lanes: only the head (lowest id) of a lane is eligible, and
-//! only while nothing of the lane is in flight; a unique index makes two in flight impossible.
+//! Unordered deliveries use the fair claim ([`FAIR_CTES`], run fused with the settle by
+//! `queue::cycle`): a skip-scan over `delivery_ep_due` lists endpoints with ready rows,
+//! starting after a cursor that rotates across claims, and keeps those with room under their
+//! `max_in_flight` and an open rate slot, at most 256 of them. Each gets at most
+//! `min(room, rate slots, batch / endpoints + 1)` rows, handed out round robin. Endpoints
+//! found disabled or deleted have their ready rows parked or ended (dead, with the reason in
+//! the attempt log) on the way.
+//!
+//! Caps and rate limits hold across instances without counters: a claim locks the
+//! `endpoint_queue` rows of the endpoints it takes from (`FOR UPDATE SKIP LOCKED`, so claims
+//! never wait on each other) and skips an endpoint whose `claim_seq` moved since its snapshot,
+//! because then its in-flight count is stale. The rate limit is a GCRA slot (`next_send_at`)
+//! read and advanced by the claim, so nothing ever sleeps holding a worker or a lease.
+//!
+//! `per_ticket` endpoints use FIFO lanes ([`claim_lanes`]): only the head (lowest id) of a lane
+//! is eligible, only while nothing of the lane is in flight or scheduled before it; a unique
+//! index makes two in flight impossible. Heads are ranked per endpoint so one statement never
+//! exceeds an endpoint's cap or rate, and the walk starts after a rotating cursor so no lane
+//! starves. Rows queued behind a lane's scheduled retry are scheduled with it.
+//!
+//! This module must never sign, send or know HTTP; it hands rows to the dispatcher.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row as _, postgres::PgRow};
+
+/// Scheduled retries promoted to ready per [`tick`].
+pub const PROMOTE: i64 = 5_000;
 
 /// A claimed delivery with its event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     /// Delivery key.
     pub id: i64,
@@ -38,12 +58,115 @@ pub struct Claimed {
     pub accepted_at: DateTime<Utc>,
     /// The raw JSON data object.
     pub data: String,
+    /// The claim took all the room the endpoint's `max_in_flight` left: more of its work is
+    /// probably waiting for this attempt to be settled, so settle it without lingering.
+    pub capped: bool,
+    /// The per-ticket lane, for lane claims.
+    pub order_key: Option<i64>,
 }
 
-const CLAIM_FAIR: &str = r"
-WITH RECURSIVE lane AS (
+impl Claimed {
+    /// Reads a claimed row (the columns of [`CLAIMED_COLUMNS`]).
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            endpoint_id: row.try_get("endpoint_id")?,
+            event_id: row.try_get("event_id")?,
+            attempt: row.try_get("attempt")?,
+            attempt_base: row.try_get("attempt_base")?,
+            lease_id: row.try_get("lease_id")?,
+            workspace_id: row.try_get("workspace_id")?,
+            event_type: row.try_get("event_type")?,
+            occurred_at: row.try_get("occurred_at")?,
+            accepted_at: row.try_get("accepted_at")?,
+            data: row.try_get("data")?,
+            capped: row.try_get("capped")?,
+            order_key: row.try_get("order_key")?,
+        })
+    }
+}
+
+/// Ends `ended` rows (of deleted endpoints) dead, with the reason in their attempt log.
+macro_rules! ended_ctes {
+    () => {
+        r"
+ended_history AS (
+  INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms, outcome, error)
+  SELECT id, attempt + 1, endpoint_id, now(), 0, 'refused', 'the endpoint was deleted' FROM ended
+),
+ended_moved AS (
+  INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status, attempts,
+                                 last_attempt_at, last_status_code, created_at)
+  SELECT id, workspace_id, endpoint_id, event_id, priority, 'dead', attempt + 1, last_attempt_at,
+         last_status_code, created_at
+  FROM ended
+)"
+    };
+}
+
+/// The rate limit's burst credit in seconds: none up to 50/s, so an endpoint set to N/s never
+/// gets more than N requests in any second; 20 ms' worth above, so a fast limit is not bounded
+/// by how often claims run.
+macro_rules! credit {
+    ($rate:expr) => {
+        concat!(
+            "make_interval(secs => CASE WHEN ",
+            $rate,
+            " > 50 THEN 0.02 ELSE 0 END)"
+        )
+    };
+}
+
+/// How many requests the rate limit allows now: one per `1/rate` seconds since the slot
+/// `next_send_at`, at least one when the slot is open.
+macro_rules! rate_slots {
+    ($rate:expr, $slot:expr) => {
+        concat!(
+            "floor(extract(epoch FROM now() - greatest(coalesce(",
+            $slot,
+            ", now()), now() - ",
+            credit!($rate),
+            ")) * ",
+            $rate,
+            ")::int + 1"
+        )
+    };
+}
+
+/// The slot after `n` more requests.
+macro_rules! next_slot {
+    ($rate:expr, $slot:expr, $n:expr) => {
+        concat!(
+            "greatest(coalesce(",
+            $slot,
+            ", now()), now() - ",
+            credit!($rate),
+            ") + make_interval(secs => ",
+            $n,
+            "::float8 / ",
+            $rate,
+            ")"
+        )
+    };
+}
+
+/// The fair claim's CTEs, to follow the settle's in one statement (`queue::cycle`). They read
+/// `settled(id, endpoint_id, attempt)` and `endpoints(id, enabled, ...)` from the settle (the
+/// attempts it settles free room in the same statement) and bind `$12` (rows wanted), `$13`
+/// (lease seconds) and `$14` (the cursor: the walk starts after this endpoint id). They end
+/// in `claimed`, `per_endpoint` and `room`.
+pub(crate) const FAIR_CTES: &str = concat!(
+    r"
+freed AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM settled GROUP BY endpoint_id),
+busy AS MATERIALIZED (
+  SELECT i.endpoint_id, i.n - coalesce(f.n, 0) AS n
+  FROM (SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id) i
+  LEFT JOIN freed f ON f.endpoint_id = i.endpoint_id
+),
+lane AS (
   (SELECT endpoint_id FROM delivery
-    WHERE state = 0 AND order_key IS NULL ORDER BY endpoint_id LIMIT 1)
+    WHERE state = 0 AND order_key IS NULL AND endpoint_id > $14 AND $12 > 0
+    ORDER BY endpoint_id LIMIT 1)
   UNION ALL
   SELECT nxt.endpoint_id FROM lane
   CROSS JOIN LATERAL (
@@ -51,17 +174,43 @@ WITH RECURSIVE lane AS (
     WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id > lane.endpoint_id
     ORDER BY d.endpoint_id LIMIT 1) nxt
 ),
-inflight AS MATERIALIZED (
-  SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id
+walk AS MATERIALIZED (
+  SELECT l.endpoint_id, ep.workspace_id,
+         coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
+           AND NOT EXISTS (SELECT 1 FROM endpoints x WHERE x.id = l.endpoint_id AND NOT x.enabled)
+           AS live,
+         ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
+         coalesce(ep.max_in_flight, 0) - coalesce(b.n, 0) AS room,
+         ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at
+  FROM lane l
+  LEFT JOIN endpoint ep ON ep.id = l.endpoint_id
+  LEFT JOIN endpoint_queue q ON q.endpoint_id = l.endpoint_id
+  LEFT JOIN busy b ON b.endpoint_id = l.endpoint_id
+  WHERE NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
+     OR (coalesce(ep.max_in_flight, 0) > coalesce(b.n, 0)
+         AND (q.next_send_at IS NULL OR q.next_send_at <= now()))
+  LIMIT 256 -- endpoints with room per claim; the cursor carries the walk on
+),
+registered AS (
+  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
+  SELECT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
+  ON CONFLICT DO NOTHING
+),
+locked AS MATERIALIZED (
+  SELECT q.endpoint_id, q.claim_seq FROM endpoint_queue q
+  WHERE q.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM walk WHERE live AND seen IS NOT NULL))
+  ORDER BY q.endpoint_id
+  FOR UPDATE SKIP LOCKED
 ),
 room AS MATERIALIZED (
-  SELECT l.endpoint_id,
-         least(ep.max_in_flight - coalesce(i.n, 0),
-               coalesce(ep.rate_limit_per_second, 2147483647)) AS free,
-         count(*) OVER () AS lanes
-  FROM lane l
-  JOIN endpoint ep ON ep.id = l.endpoint_id AND ep.enabled AND ep.deleted_at IS NULL
-  LEFT JOIN inflight i ON i.endpoint_id = l.endpoint_id
+  SELECT w.endpoint_id, w.rate, w.next_send_at, w.room,
+         least(w.room,
+               CASE WHEN w.rate IS NULL THEN w.room ELSE ",
+    rate_slots!("w.rate", "w.next_send_at"),
+    r" END,
+               $12 / count(*) OVER () + 1) AS take
+  FROM walk w JOIN locked k ON k.endpoint_id = w.endpoint_id AND k.claim_seq = w.seen
+  WHERE w.live
 ),
 picked AS MATERIALIZED (
   SELECT r.endpoint_id, p.id, p.priority, p.run_at
@@ -69,9 +218,8 @@ picked AS MATERIALIZED (
   CROSS JOIN LATERAL (
     SELECT d.id, d.priority, d.run_at FROM delivery d
     WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id = r.endpoint_id
-      AND d.run_at <= now()
     ORDER BY d.priority, d.run_at, d.id
-    LIMIT greatest(least(r.free, $1 / r.lanes + 1), 0)
+    LIMIT greatest(r.take, 0)
     FOR UPDATE SKIP LOCKED) p
 ),
 chosen AS (
@@ -80,45 +228,117 @@ chosen AS (
            row_number() OVER (PARTITION BY endpoint_id ORDER BY priority, run_at, id) AS rn
     FROM picked) x
   ORDER BY rn, priority, run_at, id
-  LIMIT $1
+  LIMIT $12
 ),
 claimed AS (
   UPDATE delivery d
   SET state = 1, attempt = d.attempt + 1,
-      lease_until = now() + make_interval(secs => $2),
+      lease_until = now() + make_interval(secs => $13),
       lease_id = nextval('delivery_lease_seq')
   FROM chosen WHERE d.id = chosen.id
-  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id
-)
-SELECT c.id, c.endpoint_id, c.event_id, c.attempt, c.attempt_base, c.lease_id,
-       e.workspace_id, e.event_type, e.occurred_at, e.created_at AS accepted_at, e.data
-FROM claimed c JOIN event e ON e.id = c.event_id
-";
-
-const CLAIM_LANES: &str = r"
-WITH RECURSIVE head AS (
-  (SELECT order_key, id, run_at, endpoint_id FROM delivery
-    WHERE state = 0 AND order_key IS NOT NULL ORDER BY order_key, id LIMIT 1)
-  UNION ALL
-  SELECT n.order_key, n.id, n.run_at, n.endpoint_id FROM head h
+  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
+),
+per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
+paced AS (
+  UPDATE endpoint_queue q
+  SET claim_seq = q.claim_seq + 1,
+      next_send_at = CASE WHEN r.rate IS NULL THEN NULL ELSE ",
+    next_slot!("r.rate", "r.next_send_at", "c.n"),
+    r" END
+  FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
+  WHERE q.endpoint_id = c.endpoint_id
+),
+tidy AS MATERIALIZED (
+  SELECT x.id, w.gone FROM walk w
   CROSS JOIN LATERAL (
-    SELECT d.order_key, d.id, d.run_at, d.endpoint_id FROM delivery d
+    SELECT d.id FROM delivery d
+    WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id = w.endpoint_id
+    LIMIT 1000 FOR UPDATE SKIP LOCKED) x
+  WHERE NOT w.live
+),
+parked AS (UPDATE delivery d SET state = 3 FROM tidy t WHERE d.id = t.id AND NOT t.gone),
+ended AS (
+  DELETE FROM delivery d USING tidy t WHERE d.id = t.id AND t.gone
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
+            d.last_attempt_at, d.last_status_code, d.created_at
+),
+",
+    ended_ctes!()
+);
+
+/// The columns every claim returns for a claimed row (joined with its event), from
+/// `claimed c`, `per_endpoint p` and `room r`.
+pub(crate) const CLAIMED_COLUMNS: &str = "c.id, c.endpoint_id, c.event_id, c.attempt, \
+    c.attempt_base, c.lease_id, e.workspace_id, e.event_type, e.occurred_at, \
+    e.created_at AS accepted_at, e.data, (p.n >= r.room) AS capped, c.order_key";
+
+const CLAIM_LANES: &str = concat!(
+    r"
+WITH RECURSIVE head AS (
+  (SELECT order_key, id, endpoint_id FROM delivery
+    WHERE state = 0 AND order_key IS NOT NULL AND order_key > $3 AND $1 > 0
+    ORDER BY order_key, id LIMIT 1)
+  UNION ALL
+  SELECT n.order_key, n.id, n.endpoint_id FROM head h
+  CROSS JOIN LATERAL (
+    SELECT d.order_key, d.id, d.endpoint_id FROM delivery d
     WHERE d.state = 0 AND d.order_key IS NOT NULL AND d.order_key > h.order_key
     ORDER BY d.order_key, d.id LIMIT 1) n
 ),
-inflight AS MATERIALIZED (
+busy AS MATERIALIZED (
   SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id
 ),
-eligible AS (
-  SELECT h.id FROM head h
-  JOIN endpoint ep ON ep.id = h.endpoint_id AND ep.enabled AND ep.deleted_at IS NULL
-  LEFT JOIN inflight i ON i.endpoint_id = h.endpoint_id
-  WHERE h.run_at <= now()
-    AND coalesce(i.n, 0) < ep.max_in_flight
-    AND NOT EXISTS (SELECT 1 FROM delivery f WHERE f.state = 1 AND f.order_key = h.order_key)
-  LIMIT $1
+walk AS MATERIALIZED (
+  SELECT h.order_key, h.id, h.endpoint_id, ep.workspace_id,
+         coalesce(ep.enabled AND ep.deleted_at IS NULL, false) AS live,
+         ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
+         coalesce(ep.max_in_flight, 0) - coalesce(b.n, 0) AS room,
+         ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at,
+         (SELECT s.run_at FROM delivery s
+           WHERE s.state = 2 AND s.order_key = h.order_key AND s.id < h.id
+           ORDER BY s.order_key, s.id LIMIT 1) AS blocked_until
+  FROM head h
+  LEFT JOIN endpoint ep ON ep.id = h.endpoint_id
+  LEFT JOIN endpoint_queue q ON q.endpoint_id = h.endpoint_id
+  LEFT JOIN busy b ON b.endpoint_id = h.endpoint_id
+  WHERE NOT EXISTS (SELECT 1 FROM delivery f WHERE f.state = 1 AND f.order_key = h.order_key)
+    AND (NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
+         OR EXISTS (SELECT 1 FROM delivery s
+                     WHERE s.state = 2 AND s.order_key = h.order_key AND s.id < h.id)
+         OR (coalesce(ep.max_in_flight, 0) > coalesce(b.n, 0)
+             AND (q.next_send_at IS NULL OR q.next_send_at <= now())))
+  LIMIT 256
+),
+registered AS (
+  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
+  SELECT DISTINCT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
+  ON CONFLICT DO NOTHING
 ),
 locked AS MATERIALIZED (
+  SELECT q.endpoint_id, q.claim_seq FROM endpoint_queue q
+  WHERE q.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM walk
+                                   WHERE live AND blocked_until IS NULL AND seen IS NOT NULL))
+  ORDER BY q.endpoint_id
+  FOR UPDATE SKIP LOCKED
+),
+ranked AS MATERIALIZED (
+  SELECT w.id, w.order_key, w.endpoint_id, w.room, w.rate, w.next_send_at,
+         row_number() OVER (PARTITION BY w.endpoint_id ORDER BY w.order_key) AS rn
+  FROM walk w JOIN locked k ON k.endpoint_id = w.endpoint_id AND k.claim_seq = w.seen
+  WHERE w.live AND w.blocked_until IS NULL
+),
+room AS MATERIALIZED (
+  SELECT DISTINCT endpoint_id, rate, next_send_at, room FROM ranked
+),
+eligible AS (
+  SELECT id FROM ranked
+  WHERE rn <= room AND rn <= CASE WHEN rate IS NULL THEN room ELSE ",
+    rate_slots!("rate", "next_send_at"),
+    r" END
+  ORDER BY rn, order_key
+  LIMIT $1
+),
+picked AS MATERIALIZED (
   SELECT d.id FROM delivery d
   WHERE d.id = ANY (ARRAY(SELECT id FROM eligible)) AND d.state = 0
   FOR UPDATE SKIP LOCKED
@@ -128,40 +348,69 @@ claimed AS (
   SET state = 1, attempt = d.attempt + 1,
       lease_until = now() + make_interval(secs => $2),
       lease_id = nextval('delivery_lease_seq')
-  FROM locked WHERE d.id = locked.id
-  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id
-)
-SELECT c.id, c.endpoint_id, c.event_id, c.attempt, c.attempt_base, c.lease_id,
-       e.workspace_id, e.event_type, e.occurred_at, e.created_at AS accepted_at, e.data
-FROM claimed c JOIN event e ON e.id = c.event_id
-";
+  FROM picked WHERE d.id = picked.id
+  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
+),
+per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
+paced AS (
+  UPDATE endpoint_queue q
+  SET claim_seq = q.claim_seq + 1,
+      next_send_at = CASE WHEN r.rate IS NULL THEN NULL ELSE ",
+    next_slot!("r.rate", "r.next_send_at", "c.n"),
+    r" END
+  FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
+  WHERE q.endpoint_id = c.endpoint_id
+),
+behind AS MATERIALIZED (
+  SELECT d.id, w.blocked_until FROM walk w
+  JOIN delivery d ON d.order_key = w.order_key AND d.state = 0
+  WHERE w.live AND w.blocked_until IS NOT NULL
+  FOR UPDATE OF d SKIP LOCKED
+),
+demoted AS (
+  UPDATE delivery d SET state = 2, run_at = b.blocked_until FROM behind b WHERE d.id = b.id
+),
+tidy AS MATERIALIZED (
+  SELECT d.id, w.gone FROM walk w
+  JOIN delivery d ON d.order_key = w.order_key AND d.state = 0
+  WHERE NOT w.live
+  FOR UPDATE OF d SKIP LOCKED
+),
+parked AS (UPDATE delivery d SET state = 3 FROM tidy t WHERE d.id = t.id AND NOT t.gone),
+ended AS (
+  DELETE FROM delivery d USING tidy t WHERE d.id = t.id AND t.gone
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
+            d.last_attempt_at, d.last_status_code, d.created_at
+),
+",
+    ended_ctes!(),
+    r"
+SELECT c.id, c.endpoint_id, c.event_id, c.attempt, c.attempt_base, c.lease_id, e.workspace_id,
+       e.event_type, e.occurred_at, e.created_at AS accepted_at, e.data,
+       (p.n >= r.room) AS capped, c.order_key
+FROM claimed c
+JOIN event e ON e.id = c.event_id
+JOIN per_endpoint p ON p.endpoint_id = c.endpoint_id
+JOIN room r ON r.endpoint_id = c.endpoint_id
+"
+);
 
-/// Claims up to `limit` due unordered deliveries, leased for `lease_seconds`.
-pub async fn claim(
-    pool: &PgPool,
-    limit: usize,
-    lease_seconds: f64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(CLAIM_FAIR)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(lease_seconds)
-        .fetch_all(pool)
-        .await
-}
-
-/// Claims up to `limit` due heads of `per_ticket` lanes, leased for `lease_seconds`.
+/// Claims up to `limit` due heads of `per_ticket` lanes, leased for `lease_seconds`, walking
+/// lanes after `cursor` (an `order_key`; `i64::MIN` to start from the first).
 pub async fn claim_lanes(
     pool: &PgPool,
     limit: usize,
     lease_seconds: f64,
+    cursor: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    match sqlx::query_as(CLAIM_LANES)
+    match sqlx::query(CLAIM_LANES)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(lease_seconds)
+        .bind(cursor)
         .fetch_all(pool)
         .await
     {
-        Ok(rows) => Ok(rows),
+        Ok(rows) => rows.iter().map(Claimed::from_row).collect(),
         // Another claimer took a lane head at the same instant: the unique index refused the
         // second in-flight row. Nothing was claimed; the next cycle tries again.
         Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
@@ -171,24 +420,54 @@ pub async fn claim_lanes(
     }
 }
 
-/// Whether any enabled endpoint orders per ticket (the lane claim is skipped otherwise).
-pub async fn lanes_in_use(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM delivery WHERE state = 0 AND order_key IS NOT NULL)",
+/// What a [`tick`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Scheduled retries made ready.
+    pub promoted: u64,
+    /// The next instant something becomes claimable without a wake-up: a scheduled retry's
+    /// due time or a rate-limited endpoint's next slot. `None`: nothing is scheduled.
+    pub next_at: Option<DateTime<Utc>>,
+    /// Whether any ready row belongs to a `per_ticket` lane (the lane claim is skipped
+    /// otherwise).
+    pub lanes: bool,
+}
+
+/// Promotes due scheduled retries to ready (at most [`PROMOTE`]) and reads when the next one
+/// is due. Every index read is one probe into a partial index; safe in every instance.
+pub async fn tick(pool: &PgPool) -> Result<Tick, sqlx::Error> {
+    let (promoted, next_at, lanes): (i64, Option<DateTime<Utc>>, bool) = sqlx::query_as(
+        r"
+WITH promoted AS (
+  UPDATE delivery d SET state = 0
+  WHERE d.id = ANY (ARRAY(SELECT id FROM delivery WHERE state = 2 AND run_at <= now()
+                          ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM promoted),
+       least((SELECT min(run_at) FROM delivery WHERE state = 2 AND run_at > now()),
+             (SELECT min(next_send_at) FROM endpoint_queue WHERE next_send_at > now())),
+       EXISTS (SELECT 1 FROM delivery WHERE state = 0 AND order_key IS NOT NULL)
+",
     )
+    .bind(PROMOTE)
     .fetch_one(pool)
-    .await
+    .await?;
+    let promoted = u64::try_from(promoted).unwrap_or_default();
+    Ok(Tick {
+        promoted,
+        // More were due than one tick promotes: the next tick is due at once.
+        next_at: if promoted >= PROMOTE as u64 {
+            Some(Utc::now())
+        } else {
+            next_at
+        },
+        lanes,
+    })
 }
 
-/// The earliest due time of any waiting delivery, if there is one.
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(run_at) FROM delivery WHERE state = 0")
-        .fetch_one(pool)
-        .await
-}
-
-/// Puts deliveries whose lease expired (their worker died) back to waiting, due now. Safe to
-/// run from every instance. Returns how many were rescued.
+/// Puts deliveries whose lease expired (their worker died) back to ready. Safe to run from
+/// every instance. Returns how many were rescued.
 pub async fn rescue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE delivery d SET state = 0, run_at = now(), lease_until = NULL, lease_id = NULL \
@@ -198,4 +477,70 @@ pub async fn rescue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Parks an endpoint's ready rows (it was disabled). Scheduled rows are parked when they come
+/// due, and any row the claim meets of a disabled endpoint, so nothing is missed.
+pub async fn park(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64, sqlx::Error> {
+    let parked = sqlx::query(
+        "UPDATE delivery SET state = 3 WHERE endpoint_id = $1 AND state = 0 AND order_key IS NULL",
+    )
+    .bind(endpoint_id)
+    .execute(conn)
+    .await?;
+    Ok(parked.rows_affected())
+}
+
+/// Brings an endpoint's parked rows back (it was enabled): ready when due, else scheduled.
+pub async fn unpark(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64, sqlx::Error> {
+    let unparked = sqlx::query(
+        "UPDATE delivery SET state = CASE WHEN run_at <= now() THEN 0 ELSE 2 END \
+         WHERE endpoint_id = $1 AND state = 3",
+    )
+    .bind(endpoint_id)
+    .execute(conn)
+    .await?;
+    Ok(unparked.rows_affected())
+}
+
+/// Ends every waiting row of a deleted endpoint dead, with the reason in its attempt log.
+/// Rows in flight end when their attempt is settled; rows a concurrent claim holds are ended
+/// by the claim that meets them next.
+pub async fn end_deleted(
+    conn: &mut sqlx::PgConnection,
+    endpoint_id: i64,
+) -> Result<u64, sqlx::Error> {
+    let ended: i64 = sqlx::query_scalar(concat!(
+        r"
+WITH ended AS (
+  DELETE FROM delivery d WHERE d.endpoint_id = $1 AND d.state <> 1
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
+            d.last_attempt_at, d.last_status_code, d.created_at
+),
+",
+        ended_ctes!(),
+        "
+SELECT count(*) FROM ended"
+    ))
+    .bind(endpoint_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(ended).unwrap_or_default())
+}
+
+/// Registers an endpoint with the claim (its `endpoint_queue` row).
+pub async fn register(
+    conn: &mut sqlx::PgConnection,
+    workspace_id: i64,
+    endpoint_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO endpoint_queue (endpoint_id, workspace_id) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(endpoint_id)
+    .bind(workspace_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -1,7 +1,9 @@
-//! Settling attempts: one statement per batch records every outcome.
+//! Settling attempts: the CTEs that record a batch of outcomes, run fused with the next claim
+//! in one statement by `queue::cycle`.
 //!
 //! Success and dead move the delivery out of the hot table into `delivery_finished`; a retry
-//! puts it back to waiting at its next due time; every settled attempt is appended to
+//! puts it back as ready when due at once, scheduled otherwise, parked when its endpoint was
+//! disabled meanwhile (and ends it dead when the endpoint was deleted); every settled attempt is appended to
 //! `delivery_attempt`. Each settle is fenced by the claim's `lease_id`: a worker whose lease
 //! expired (and whose delivery was claimed again) cannot settle it, and its attempt is counted
 //! as fenced instead. The same statement keeps each endpoint's dead streak and disables an
@@ -9,7 +11,6 @@
 //! endpoint row on ordinary successes.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
 /// What becomes of a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn code(self) -> i16 {
+    pub(crate) fn code(self) -> i16 {
         match self {
             Self::Succeeded => 0,
             Self::Retry(_) => 1,
@@ -42,6 +43,11 @@ pub struct Settlement {
     pub id: i64,
     /// The claim's fencing token.
     pub lease_id: i64,
+    /// The delivery's endpoint.
+    pub endpoint_id: i64,
+    /// Settle without lingering: the claim took all the endpoint's room, so its next work
+    /// waits for this settle (not sent to the database).
+    pub urgent: bool,
     /// What becomes of the delivery.
     pub verdict: Verdict,
     /// When the attempt started.
@@ -69,18 +75,29 @@ pub struct Settled {
     pub disabled: Vec<(i64, String)>,
 }
 
-const SETTLE: &str = r"
-WITH o AS (
+/// The settle's CTEs, first in the cycle statement. They bind `$1`..`$11` (one array per
+/// [`Settlement`] field) and end in `settled(id, endpoint_id, attempt)` and
+/// `endpoints(id, enabled, disabled_reason, disabled_at)` for the claim that follows.
+pub(crate) const SETTLE_CTES: &str = r"
+o AS (
   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::timestamptz[],
-                       $5::timestamptz[], $6::int[], $7::smallint[], $8::text[], $9::text[], $10::text[])
+                       $5::timestamptz[], $6::int[], $7::smallint[], $8::text[], $9::text[],
+                       $10::text[], $11::bigint[])
          AS o(id, lease_id, verdict, next_run_at, started_at, duration_ms, status_code,
-              outcome, error, response_body)
+              outcome, error, response_body, endpoint_id)
+),
+oe AS MATERIALIZED (
+  SELECT o.*, ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
+         coalesce(ep.enabled, false) AS live
+  FROM o LEFT JOIN endpoint ep ON ep.id = o.endpoint_id
 ),
 finished AS (
-  DELETE FROM delivery d USING o
-  WHERE d.id = o.id AND d.lease_id = o.lease_id AND d.state = 1 AND o.verdict <> 1
+  DELETE FROM delivery d USING oe
+  WHERE d.id = oe.id AND d.lease_id = oe.lease_id AND d.state = 1
+    AND (oe.verdict <> 1 OR oe.gone)
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt, d.created_at,
-            o.verdict, o.started_at, o.status_code
+            CASE WHEN oe.verdict = 1 THEN 2 ELSE oe.verdict END AS verdict, oe.started_at,
+            oe.status_code
 ),
 moved AS (
   INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status,
@@ -92,10 +109,12 @@ moved AS (
 ),
 retried AS (
   UPDATE delivery d
-  SET state = 0, run_at = o.next_run_at, lease_until = NULL, lease_id = NULL,
-      last_attempt_at = o.started_at, last_status_code = o.status_code
-  FROM o
-  WHERE d.id = o.id AND d.lease_id = o.lease_id AND d.state = 1 AND o.verdict = 1
+  SET state = CASE WHEN NOT oe.live THEN 3 WHEN oe.next_run_at <= now() THEN 0 ELSE 2 END,
+      run_at = oe.next_run_at, lease_until = NULL, lease_id = NULL,
+      last_attempt_at = oe.started_at, last_status_code = oe.status_code
+  FROM oe
+  WHERE d.id = oe.id AND d.lease_id = oe.lease_id AND d.state = 1 AND oe.verdict = 1
+    AND NOT oe.gone
   RETURNING d.id, d.endpoint_id, d.attempt
 ),
 settled AS (
@@ -134,53 +153,7 @@ endpoints AS (
             THEN now()
           ELSE ep.disabled_at END
   FROM streak s
-  WHERE ep.id = s.endpoint_id AND (s.dead > 0 OR ep.consecutive_dead > 0)
+  WHERE ep.id = s.endpoint_id AND ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
   RETURNING ep.id, ep.enabled, ep.disabled_reason, ep.disabled_at
-)
-SELECT (SELECT count(*) FROM settled) AS applied,
-       coalesce((SELECT array_agg(id) FROM endpoints
-                 WHERE NOT enabled AND disabled_at = now()), '{}') AS disabled_ids,
-       coalesce((SELECT array_agg(disabled_reason) FROM endpoints
-                 WHERE NOT enabled AND disabled_at = now()), '{}') AS disabled_reasons
+),
 ";
-
-/// Applies a batch of settlements in one statement.
-pub async fn settle(pool: &PgPool, batch: &[Settlement]) -> Result<Settled, sqlx::Error> {
-    if batch.is_empty() {
-        return Ok(Settled::default());
-    }
-    let now = Utc::now();
-    let (applied, disabled_ids, disabled_reasons): (i64, Vec<i64>, Vec<String>) =
-        sqlx::query_as(SETTLE)
-            .bind(batch.iter().map(|s| s.id).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.lease_id).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.verdict.code()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|s| match s.verdict {
-                        Verdict::Retry(at) => at,
-                        _ => now,
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .bind(batch.iter().map(|s| s.started_at).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.duration_ms).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.status_code).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.outcome).collect::<Vec<_>>())
-            .bind(batch.iter().map(|s| s.error.as_deref()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|s| s.response_body.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_one(pool)
-            .await?;
-    let applied = u64::try_from(applied).unwrap_or_default();
-    Ok(Settled {
-        applied,
-        fenced: batch.len() as u64 - applied.min(batch.len() as u64),
-        disabled: disabled_ids.into_iter().zip(disabled_reasons).collect(),
-    })
-}

@@ -3,7 +3,9 @@
 //! Owns the `endpoint` and `endpoint_secret` tables. Secrets are generated here, shown once
 //! (at creation and through the admin-only reveal), and stored encrypted with the operator key
 //! ([`secret_box`]). Validation is pure and lives here, not in the handlers. Nothing here sends
-//! a request or touches the delivery queue's rows except to re-queue on `enable`/`delete`.
+//! a request or writes the delivery queue's rows itself: on create, disable, enable and delete
+//! it calls the queue (`queue::claim`) in the same transaction to register, park, unpark or end
+//! the endpoint's deliveries.
 
 pub mod secret_box;
 
@@ -337,6 +339,7 @@ pub async fn create(
         .bind(secret_box.seal(secret.expose()))
         .execute(&mut *tx)
         .await?;
+    crate::queue::claim::register(&mut tx, workspace_id, row.id).await?;
     tx.commit().await?;
     Ok((row.into(), secret))
 }
@@ -390,6 +393,19 @@ pub async fn update(
     key: i64,
     settings: &EndpointSettings,
 ) -> Result<Endpoint, WebhookError> {
+    let mut tx = pool.begin().await?;
+    // The state before the change, locked: parking follows the transition it makes.
+    let was_enabled: Option<bool> = sqlx::query_scalar(
+        "SELECT enabled FROM endpoint WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL \
+         FOR UPDATE",
+    )
+    .bind(workspace_id)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(was_enabled) = was_enabled else {
+        return Err(WebhookError::NotFound);
+    };
     let row: Option<EndpointRow> = sqlx::query_as(&format!(
         "UPDATE endpoint SET \
            url = coalesce($3, url), \
@@ -427,12 +443,26 @@ pub async fn update(
     .bind(settings.legacy_signature_header.is_some())
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    row.map(Into::into).ok_or(WebhookError::NotFound)
+    let row = row.ok_or(WebhookError::NotFound)?;
+    // Waiting rows of a disabled endpoint are parked (a claim never reads them) and come back
+    // when it is enabled again.
+    match (was_enabled, row.enabled) {
+        (true, false) => {
+            crate::queue::claim::park(&mut tx, key).await?;
+        }
+        (false, true) => {
+            crate::queue::claim::unpark(&mut tx, key).await?;
+        }
+        _ => {}
+    }
+    tx.commit().await?;
+    Ok(row.into())
 }
 
-/// Deletes an endpoint (soft) and drops its waiting deliveries.
+/// Deletes an endpoint (soft); its waiting deliveries end dead, with the reason in their
+/// attempt log.
 pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), WebhookError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query(
@@ -446,10 +476,7 @@ pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), We
     if deleted.rows_affected() == 0 {
         return Err(WebhookError::NotFound);
     }
-    sqlx::query("DELETE FROM delivery WHERE endpoint_id = $1 AND state = 0")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
+    crate::queue::claim::end_deleted(&mut tx, key).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod failures;
 mod isolation;
 mod retention;
+mod scale;
 mod signed;
 
 use std::time::Duration;

@@ -32,6 +32,8 @@ pub struct Received {
     pub verified_by: Vec<usize>,
     /// The status the receiver answered.
     pub answered: u16,
+    /// When the request arrived (before any scripted delay).
+    pub arrived_at: tokio::time::Instant,
 }
 
 impl Received {
@@ -122,6 +124,22 @@ impl Receiver {
         self.inner.received.lock().expect("lock").clone()
     }
 
+    /// The most requests that arrived within any window of `window` (a sliding window over
+    /// arrival times).
+    pub fn max_in_window(&self, window: Duration) -> usize {
+        let mut times: Vec<_> = self.received().iter().map(|r| r.arrived_at).collect();
+        times.sort();
+        let mut most = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end] - times[start] >= window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
+
     /// The most requests that were in progress at once.
     pub fn max_concurrency(&self) -> usize {
         self.inner.max_in_flight.load(Ordering::SeqCst)
@@ -175,6 +193,7 @@ impl Receiver {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let arrived_at = tokio::time::Instant::now();
     let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let delay = *inner.delay.lock().expect("lock");
@@ -205,6 +224,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         json,
         verified_by,
         answered: status,
+        arrived_at,
     });
     inner.in_flight.fetch_sub(1, Ordering::SeqCst);
     inner.arrived.notify_waiters();
