@@ -3,12 +3,11 @@
 //! transaction) and the pool's own counts, and sets them in [`Metrics`].
 //!
 //! Every instance samples (every instance serves `/metrics`), so each sample must stay cheap
-//! whatever the history's size: one statement of counts over the hot `delivery` table's partial
-//! indexes (it holds only unfinished work), `min(run_at)` read from the `delivery_run_at`
-//! index, a count of the dead letters through the partial `delivery_finished_dead` index
-//! (capped, so it stays bounded), the small `endpoint` table, and `pg_stat_activity`. It must
-//! never scan `delivery_finished` or `delivery_attempt` history, never write, and never hold a
-//! transaction longer than [`STATEMENT_TIMEOUT`].
+//! whatever the queue's, the endpoints' or the history's size: counts are exact up to
+//! [`EXACT_UP_TO`] rows and planner estimates above, the oldest due delivery is one probe into
+//! each of the `delivery_run_at` and `delivery_scheduled` indexes, and the oldest transaction
+//! comes from `pg_stat_activity`. It must never count a whole table, never write, and never
+//! hold a transaction longer than [`STATEMENT_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -24,12 +23,13 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 /// A sample that takes longer than this is cancelled by the server (and counted as failed).
 pub const STATEMENT_TIMEOUT: &str = "2s";
 
-/// `deskhook_dead_letters` saturates here: counting more would stop being cheap, and an alert
-/// on dead letters rising has fired long before.
-pub const DEAD_LETTER_CAP: i64 = 1_000_000;
+/// Counts are exact up to this many rows; above, they come from the planner's statistics
+/// (kept fresh by the hot table's absolute autovacuum thresholds), so a sample never reads
+/// more than this many index entries per gauge, whatever the queue's or the history's size.
+pub const EXACT_UP_TO: i64 = 10_000;
 
 /// One reading of the database gauges.
-#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// Waiting, never attempted.
     pub pending: i64,
@@ -37,9 +37,10 @@ pub struct Sample {
     pub retrying: i64,
     /// Claimed, in flight.
     pub delivering: i64,
-    /// Seconds since the oldest waiting delivery became due (0 when none is due).
+    /// Seconds since the oldest claimable delivery became due (0 when none is due). Rows of
+    /// disabled endpoints (parked) are not claimable and do not count.
     pub oldest_due_seconds: f64,
-    /// Dead deliveries held, at most [`DEAD_LETTER_CAP`].
+    /// Dead deliveries held.
     pub dead_letters: i64,
     /// Enabled endpoints (not deleted).
     pub webhooks_enabled: i64,
@@ -47,6 +48,30 @@ pub struct Sample {
     pub webhooks_disabled: i64,
     /// Seconds since the oldest open transaction in this database began (0 when none).
     pub oldest_xact_seconds: f64,
+}
+
+/// The rows of `FROM … WHERE …` (`from_where`): exact up to [`EXACT_UP_TO`], else the
+/// planner's estimate (never below the bound, so the gauge does not jump down).
+async fn bounded_count(
+    conn: &mut sqlx::PgConnection,
+    from_where: &str,
+) -> Result<i64, sqlx::Error> {
+    let exact: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT 1 {from_where} LIMIT {}) x",
+        EXACT_UP_TO + 1
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    if exact <= EXACT_UP_TO {
+        return Ok(exact);
+    }
+    let plan: sqlx::types::Json<serde_json::Value> =
+        sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) SELECT 1 {from_where}"))
+            .fetch_one(&mut *conn)
+            .await?;
+    let estimate = plan.0[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0);
+    #[allow(clippy::cast_possible_truncation)]
+    Ok((estimate as i64).max(exact))
 }
 
 /// Reads one sample. Each sub-select is answered from an index or a small table.
@@ -57,31 +82,43 @@ pub async fn sample(pool: &PgPool) -> Result<Sample, sqlx::Error> {
     ))
     .execute(&mut *tx)
     .await?;
-    let sample = sqlx::query_as::<_, Sample>(
+    let pending = bounded_count(&mut tx, "FROM delivery WHERE state <> 1 AND attempt = 0").await?;
+    let retrying = bounded_count(&mut tx, "FROM delivery WHERE state <> 1 AND attempt > 0").await?;
+    // In flight is bounded by the instances' worker slots.
+    let delivering = bounded_count(&mut tx, "FROM delivery WHERE state = 1").await?;
+    let dead_letters =
+        bounded_count(&mut tx, "FROM delivery_finished WHERE status = 'dead'").await?;
+    let webhooks_enabled =
+        bounded_count(&mut tx, "FROM endpoint WHERE deleted_at IS NULL AND enabled").await?;
+    let webhooks_disabled =
+        bounded_count(&mut tx, "FROM endpoint WHERE deleted_at IS NULL AND NOT enabled").await?;
+    let (oldest_due_seconds, oldest_xact_seconds): (f64, f64) = sqlx::query_as(
         r"
         SELECT
-          (SELECT count(*) FROM delivery WHERE state = 0 AND attempt = 0) AS pending,
-          (SELECT count(*) FROM delivery WHERE state = 0 AND attempt > 0) AS retrying,
-          (SELECT count(*) FROM delivery WHERE state = 1) AS delivering,
-          COALESCE((SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(run_at))::float8
-                      FROM delivery WHERE state = 0 AND run_at <= clock_timestamp()), 0)
-            AS oldest_due_seconds,
-          (SELECT count(*) FROM (SELECT 1 FROM delivery_finished WHERE status = 'dead'
-                                 LIMIT $1) AS dead) AS dead_letters,
-          (SELECT count(*) FROM endpoint WHERE deleted_at IS NULL AND enabled) AS webhooks_enabled,
-          (SELECT count(*) FROM endpoint WHERE deleted_at IS NULL AND NOT enabled)
-            AS webhooks_disabled,
+          -- Ready rows, and scheduled retries due but not yet promoted: one probe each.
+          COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - least(
+              (SELECT min(run_at) FROM delivery WHERE state = 0),
+              (SELECT min(run_at) FROM delivery WHERE state = 2 AND run_at <= clock_timestamp())
+            ))::float8, 0),
           COALESCE((SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(xact_start))::float8
                       FROM pg_stat_activity
                      WHERE datname = current_database() AND pid <> pg_backend_pid()
-                       AND xact_start IS NOT NULL), 0) AS oldest_xact_seconds
+                       AND xact_start IS NOT NULL), 0)
         ",
     )
-    .bind(DEAD_LETTER_CAP)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(sample)
+    Ok(Sample {
+        pending,
+        retrying,
+        delivering,
+        oldest_due_seconds,
+        dead_letters,
+        webhooks_enabled,
+        webhooks_disabled,
+        oldest_xact_seconds,
+    })
 }
 
 impl Metrics {

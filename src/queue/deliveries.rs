@@ -78,7 +78,7 @@ SELECT x.id, x.endpoint_id, x.event_id, e.event_type, x.status, x.attempts, x.ne
 FROM (
   SELECT d.id, d.endpoint_id, d.event_id,
          CASE WHEN d.state = 1 THEN 'delivering' WHEN d.attempt = 0 THEN 'pending' ELSE 'retrying' END AS status,
-         d.attempt AS attempts, CASE WHEN d.state = 0 THEN d.run_at END AS next_attempt_at,
+         d.attempt AS attempts, CASE WHEN d.state IN (0, 2) THEN d.run_at END AS next_attempt_at,
          d.last_attempt_at, d.last_status_code, d.created_at, NULL::timestamptz AS finished_at
   FROM delivery d WHERE d.workspace_id = $1
   UNION ALL
