@@ -516,8 +516,10 @@ impl Dispatcher {
         let (verdict, reason) = match target {
             Lookup::Found(target) => return self.send(delivery, &target, body, started_at).await,
             Lookup::Gone => (Verdict::Dead, "the endpoint was deleted".to_owned()),
+            // Counted against the schedule like a failed request: a secret no key opens ends
+            // dead and visible, never retried every few seconds forever.
             Lookup::Unavailable(why) => (
-                Verdict::Retry(Utc::now() + chrono::Duration::seconds(5)),
+                self.next_verdict(&delivery, None),
                 format!("the endpoint's settings could not be read: {why}"),
             ),
         };
@@ -558,22 +560,31 @@ impl Dispatcher {
         let verdict = match (response.kind, response.status) {
             (OutcomeKind::Success, _) => Verdict::Succeeded,
             (_, Some(410)) => Verdict::Gone,
-            _ => {
-                let since_replay = u32::try_from(delivery.attempt - delivery.attempt_base)
-                    .unwrap_or(1)
-                    .max(1);
-                let honoured = response
+            _ => self.next_verdict(
+                &delivery,
+                response
                     .retry_after
-                    .filter(|_| matches!(response.status, Some(429 | 503)));
-                match retry::next_delay(&self.config.schedule, since_replay, honoured) {
-                    Some(delay) => Verdict::Retry(
-                        Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    ),
-                    None => Verdict::Dead,
-                }
-            }
+                    .filter(|_| matches!(response.status, Some(429 | 503))),
+            ),
         };
         self.finish(&delivery, verdict, started_at, response)
+    }
+
+    /// Retry by the schedule (restarted by the last replay), or dead when it is used up or the
+    /// delivery reached [`queue::deliveries::MAX_ATTEMPTS`].
+    fn next_verdict(&self, delivery: &Claimed, retry_after: Option<Duration>) -> Verdict {
+        if delivery.attempt >= queue::deliveries::MAX_ATTEMPTS {
+            return Verdict::Dead;
+        }
+        let since_replay = u32::try_from(delivery.attempt - delivery.attempt_base)
+            .unwrap_or(1)
+            .max(1);
+        match retry::next_delay(&self.config.schedule, since_replay, retry_after) {
+            Some(delay) => {
+                Verdict::Retry(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+            }
+            None => Verdict::Dead,
+        }
     }
 
     /// Logs a failed attempt and makes its settlement.

@@ -460,7 +460,7 @@ struct DeliveryView {
     event_id: String,
     event_type: String,
     status: String,
-    attempts: i16,
+    attempts: i32,
     next_attempt_at: Option<DateTime<Utc>>,
     last_attempt_at: Option<DateTime<Utc>>,
     last_status_code: Option<i16>,
@@ -472,7 +472,7 @@ struct DeliveryView {
 
 #[derive(Debug, Serialize)]
 struct AttemptView {
-    attempt: i16,
+    attempt: i32,
     started_at: DateTime<Utc>,
     duration_ms: i32,
     status_code: Option<i16>,
@@ -644,6 +644,12 @@ async fn retry_delivery(
             return Err(ApiError::conflict(
                 "Only succeeded or dead deliveries can be retried; this one is still queued",
             ));
+        }
+        RetryResult::Exhausted => {
+            return Err(ApiError::conflict(format!(
+                "This delivery has used up its {} attempts and cannot be retried again",
+                queue::deliveries::MAX_ATTEMPTS
+            )));
         }
         RetryResult::NotFound => return Err(ApiError::not_found("Delivery")),
     }

@@ -43,9 +43,9 @@ pub struct Claimed {
     /// The event.
     pub event_id: i64,
     /// The attempt this claim is (1-based, counts on across replays).
-    pub attempt: i16,
+    pub attempt: i32,
     /// Attempts made before the last replay; the retry schedule restarts after them.
-    pub attempt_base: i16,
+    pub attempt_base: i32,
     /// The fencing token of this claim.
     pub lease_id: i64,
     /// The event's workspace.

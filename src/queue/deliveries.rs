@@ -25,7 +25,7 @@ pub struct DeliveryRecord {
     /// One of [`STATUSES`].
     pub status: String,
     /// Attempts made.
-    pub attempts: i16,
+    pub attempts: i32,
     /// When the next attempt is due (waiting deliveries).
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The last attempt's start.
@@ -42,7 +42,7 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AttemptRecord {
     /// 1-based attempt number.
-    pub attempt: i16,
+    pub attempt: i32,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Duration.
@@ -154,6 +154,7 @@ WITH f AS (
   DELETE FROM delivery_finished f
   USING endpoint ep
   WHERE f.workspace_id = $1 AND ep.id = f.endpoint_id AND ep.deleted_at IS NULL
+    AND f.attempts < $6
     AND ($2::bigint IS NULL OR f.id = $2)
     AND ($3::bigint IS NULL OR (f.endpoint_id = $3 AND f.status = 'dead'
                                 AND f.finished_at >= $4 AND ($5::timestamptz IS NULL OR f.finished_at < $5)))
@@ -168,6 +169,10 @@ SELECT f.id, f.workspace_id, f.endpoint_id, f.event_id,
 FROM f JOIN event e ON e.id = f.event_id
 ";
 
+/// A delivery stops here, however often it is replayed: no counter can reach its type's
+/// limit, and a delivery that failed a thousand times needs a person, not a retry.
+pub const MAX_ATTEMPTS: i32 = 1_000;
+
 /// What retrying one delivery found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryResult {
@@ -175,6 +180,8 @@ pub enum RetryResult {
     Requeued,
     /// It is not finished (pending, retrying or delivering).
     NotFinished,
+    /// It has used up [`MAX_ATTEMPTS`].
+    Exhausted,
     /// No such delivery in this workspace.
     NotFound,
 }
@@ -187,26 +194,33 @@ pub async fn retry(pool: &PgPool, workspace_id: i64, id: i64) -> Result<RetryRes
         .bind(None::<i64>)
         .bind(None::<DateTime<Utc>>)
         .bind(None::<DateTime<Utc>>)
+        .bind(MAX_ATTEMPTS)
         .execute(pool)
         .await?;
     if moved.rows_affected() > 0 {
         return Ok(RetryResult::Requeued);
     }
-    let live: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM delivery WHERE id = $1 AND workspace_id = $2)",
+    let (live, exhausted): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM delivery WHERE id = $1 AND workspace_id = $2), \
+                EXISTS (SELECT 1 FROM delivery_finished WHERE id = $1 AND workspace_id = $2 \
+                        AND attempts >= $3)",
     )
     .bind(id)
     .bind(workspace_id)
+    .bind(MAX_ATTEMPTS)
     .fetch_one(pool)
     .await?;
     Ok(if live {
         RetryResult::NotFinished
+    } else if exhausted {
+        RetryResult::Exhausted
     } else {
         RetryResult::NotFound
     })
 }
 
-/// Re-queues an endpoint's dead deliveries that finished in `[since, until)`.
+/// Re-queues an endpoint's dead deliveries that finished in `[since, until)` (those that used
+/// up [`MAX_ATTEMPTS`] stay dead).
 pub async fn recover(
     pool: &PgPool,
     workspace_id: i64,
@@ -220,6 +234,7 @@ pub async fn recover(
         .bind(Some(endpoint_id))
         .bind(since)
         .bind(until)
+        .bind(MAX_ATTEMPTS)
         .execute(pool)
         .await?;
     Ok(moved.rows_affected())

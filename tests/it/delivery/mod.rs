@@ -2,6 +2,7 @@
 //! loopback, retries, dead letters, replay, isolation, ordering, SSRF, crashes.
 
 mod failures;
+mod hardening;
 mod isolation;
 mod retention;
 mod scale;

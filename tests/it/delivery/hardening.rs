@@ -1,0 +1,84 @@
+//! Faults one tenant's data must not turn into an outage for everyone (security review H1).
+
+use std::time::Duration;
+
+use deskhook::ids::{self, Kind};
+use reqwest::Method;
+use serde_json::json;
+
+use super::{Client, event};
+use crate::support::{TestApp, receiver::Receiver};
+
+#[tokio::test]
+async fn a_delivery_at_the_old_counter_limit_does_not_stop_other_deliveries() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let poisoned = Receiver::start().await;
+    let healthy = Receiver::start().await;
+    let (poisoned_id, _) = client
+        .endpoint(&poisoned, json!({ "events": ["ticket.created"] }))
+        .await;
+    client
+        .endpoint(&healthy, json!({ "events": ["ticket.updated"] }))
+        .await;
+    let accepted = client
+        .ingest(json!({ "events": [event("poison", "ticket.closed")] }))
+        .await;
+    let event_key = ids::decode(Kind::Event, accepted[0]["id"].as_str().expect("id")).expect("key");
+    // One row whose next claim takes it past 32,767 attempts (smallint's limit).
+    sqlx::query(
+        "INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, attempt, attempt_base) \
+         SELECT deskhook_id(), workspace_id, $1, $2, 32767, 32767 FROM endpoint WHERE id = $1",
+    )
+    .bind(ids::decode(Kind::Webhook, &poisoned_id).expect("key"))
+    .bind(event_key)
+    .execute(&app.pool)
+    .await
+    .expect("seed");
+    client
+        .ingest(json!({ "events": [event("after", "ticket.updated")] }))
+        .await;
+    healthy.wait_for(1, Duration::from_secs(10)).await;
+    // The poisoned row is past the attempt cap: it is attempted once more, then ends dead.
+    let received = poisoned.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].header("deskhook-attempt"), "32768");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_that_used_up_its_attempts_cannot_be_retried_again() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client.endpoint(&receiver, json!({})).await;
+    let accepted = client
+        .ingest(json!({ "events": [event("cap", "ticket.created")] }))
+        .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let event_id = accepted[0]["id"].as_str().expect("id").to_owned();
+    let delivery = loop {
+        let listed = client
+            .get(&format!("/v1/deliveries?event_id={event_id}"))
+            .await;
+        if listed["data"][0]["status"] == "succeeded" {
+            break listed["data"][0]["id"].as_str().expect("id").to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    sqlx::query("UPDATE delivery_finished SET attempts = $1 WHERE id = $2")
+        .bind(deskhook::queue::deliveries::MAX_ATTEMPTS)
+        .bind(ids::decode(Kind::Delivery, &delivery).expect("key"))
+        .execute(&app.pool)
+        .await
+        .expect("age the delivery");
+    let (status, body) = client
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{delivery}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
+    app.stop().await;
+}
