@@ -88,10 +88,16 @@ pub async fn sample(pool: &PgPool) -> Result<Sample, sqlx::Error> {
     let delivering = bounded_count(&mut tx, "FROM delivery WHERE state = 1").await?;
     let dead_letters =
         bounded_count(&mut tx, "FROM delivery_finished WHERE status = 'dead'").await?;
-    let webhooks_enabled =
-        bounded_count(&mut tx, "FROM endpoint WHERE deleted_at IS NULL AND enabled").await?;
-    let webhooks_disabled =
-        bounded_count(&mut tx, "FROM endpoint WHERE deleted_at IS NULL AND NOT enabled").await?;
+    let webhooks_enabled = bounded_count(
+        &mut tx,
+        "FROM endpoint WHERE deleted_at IS NULL AND enabled",
+    )
+    .await?;
+    let webhooks_disabled = bounded_count(
+        &mut tx,
+        "FROM endpoint WHERE deleted_at IS NULL AND NOT enabled",
+    )
+    .await?;
     let (oldest_due_seconds, oldest_xact_seconds): (f64, f64) = sqlx::query_as(
         r"
         SELECT
