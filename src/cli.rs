@@ -213,6 +213,10 @@ pub struct ServeArgs {
     /// Per-attempt HTTP timeout.
     #[arg(long, env = "DESKHOOK_ATTEMPT_TIMEOUT", default_value = "15s", value_parser = config::parse_duration)]
     attempt_timeout: Duration,
+    /// The proxy deliveries go through (it must enforce the SSRF deny-list itself);
+    /// environment proxies are never used for deliveries.
+    #[arg(long, env = "DESKHOOK_EGRESS_PROXY")]
+    egress_proxy: Option<url::Url>,
     /// Log format.
     #[arg(
         long,
@@ -354,6 +358,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_networks: args.allow_networks,
         retry_schedule: args.retry_schedule,
         attempt_timeout: args.attempt_timeout,
+        egress_proxy: args.egress_proxy,
         worker_concurrency: args.worker_concurrency as usize,
         claim_batch: args.claim_batch as usize,
         shutdown_timeout: args.shutdown_timeout,

@@ -208,6 +208,10 @@ pub struct Config {
     pub retry_schedule: RetrySchedule,
     /// The per-attempt HTTP timeout.
     pub attempt_timeout: Duration,
+    /// The proxy deliveries go through, if any. Environment proxies (`HTTP_PROXY`, ...) are
+    /// never used for deliveries: a proxy resolves names itself, so the SSRF guard would
+    /// never see the address; this one must enforce the deny-list itself.
+    pub egress_proxy: Option<url::Url>,
     /// Concurrent delivery attempts per instance.
     pub worker_concurrency: usize,
     /// Deliveries claimed per claim statement at most.
@@ -236,6 +240,13 @@ impl fmt::Debug for Config {
             .field("allow_networks", &self.allow_networks)
             .field("retry_schedule", &self.retry_schedule)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field(
+                "egress_proxy",
+                &self
+                    .egress_proxy
+                    .as_ref()
+                    .map(|u| u.host_str().unwrap_or_default().to_owned()),
+            )
             .field("worker_concurrency", &self.worker_concurrency)
             .field("claim_batch", &self.claim_batch)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -259,6 +270,7 @@ impl Config {
             allow_networks: Vec::new(),
             retry_schedule: RetrySchedule::default(),
             attempt_timeout: Duration::from_secs(15),
+            egress_proxy: None,
             worker_concurrency: 64,
             claim_batch: 200,
             shutdown_timeout: Duration::from_secs(20),

@@ -122,6 +122,7 @@ async fn start_roles(
         let client = DeliveryClient::new(
             AddressGuard::new(config.allow_networks.clone()),
             config.attempt_timeout,
+            config.egress_proxy.as_ref(),
         );
         // One claim and one settle at a time, plus endpoint lookups.
         let queue_pool =

@@ -87,10 +87,19 @@ pub struct DeliveryClient {
 }
 
 impl DeliveryClient {
-    /// A client with `timeout` per attempt that contacts only what `guard` allows.
-    pub fn new(guard: AddressGuard, timeout: Duration) -> Self {
+    /// A client with `timeout` per attempt that contacts only what `guard` allows, directly
+    /// or through `egress_proxy` (which must enforce the deny-list: it resolves the names).
+    /// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` are ignored: through them the guard would
+    /// never see the address a name resolves to.
+    pub fn new(guard: AddressGuard, timeout: Duration, egress_proxy: Option<&Url>) -> Self {
         let guard = Arc::new(guard);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(proxy) = egress_proxy {
+            builder = builder.proxy(
+                reqwest::Proxy::all(proxy.as_str()).expect("a proxy URL parsed by the settings"),
+            );
+        }
+        let http = builder
             .redirect(redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -114,7 +114,7 @@ async fn a_name_resolving_to_a_refused_address_gets_no_request() {
     app.stop().await;
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -123,8 +123,19 @@ fn free_port() -> u16 {
 }
 
 fn start_service(database_url: &str, port: u16, data_dir: &std::path::Path) -> Child {
+    start_service_with(database_url, port, data_dir, &[])
+}
+
+/// `deskhook serve` as a process of its own (its environment is its own), with `env` added.
+pub(super) fn start_service_with(
+    database_url: &str,
+    port: u16,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_deskhook"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("DESKHOOK_LISTEN", format!("127.0.0.1:{port}"))
         .env("DESKHOOK_DATA_DIR", data_dir)
@@ -142,7 +153,7 @@ fn start_service(database_url: &str, port: u16, data_dir: &std::path::Path) -> C
         .expect("start deskhook")
 }
 
-async fn wait_ready(port: u16) {
+pub(super) async fn wait_ready(port: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await

@@ -82,3 +82,69 @@ async fn a_delivery_that_used_up_its_attempts_cannot_be_retried_again() {
     assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn deliveries_ignore_environment_proxies() {
+    // A "proxy" that records every connection it gets and answers none.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    let recorder = tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+
+    let db = deskhook_testkit::TestDatabase::create().await;
+    let pool = db.pool().await;
+    let data_dir = std::env::temp_dir().join(format!("deskhook-proxy-{}", std::process::id()));
+    let port = super::failures::free_port();
+    let proxies = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("HTTPS_PROXY", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("all_proxy", proxy_url.as_str()),
+    ];
+    let mut service = super::failures::start_service_with(&db.url, port, &data_dir, &proxies);
+    super::failures::wait_ready(port).await;
+    let workspace = deskhook::auth::create_workspace(&pool, "Proxy")
+        .await
+        .expect("workspace");
+    let key = deskhook::auth::create_key(
+        &pool,
+        workspace,
+        &[deskhook::auth::Scope::Admin],
+        None,
+        None,
+    )
+    .await
+    .expect("key");
+    let client = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        key: key.key,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+    };
+    let receiver = Receiver::start().await;
+    client.endpoint(&receiver, json!({})).await;
+    client
+        .ingest(json!({ "events": [event("direct", "ticket.created")] }))
+        .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the delivery went through the environment's proxy"
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+    recorder.abort();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
