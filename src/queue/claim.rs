@@ -503,9 +503,11 @@ pub async fn unpark(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u
     Ok(unparked.rows_affected())
 }
 
-/// Ends every waiting row of a deleted endpoint dead, with the reason in its attempt log.
-/// Rows in flight end when their attempt is settled; rows a concurrent claim holds are ended
-/// by the claim that meets them next.
+/// Ends every row of a deleted endpoint dead, with the reason in its attempt log, in flight
+/// ones included: a settle whose snapshot predates the delete would otherwise reschedule its
+/// row after this ran and leave it waiting for an endpoint that is gone. Deleting the row
+/// serialises with that settle (this waits on its row lock, or the settle finds the row gone
+/// and is fenced), so nothing of the endpoint is left whichever commits first.
 pub async fn end_deleted(
     conn: &mut sqlx::PgConnection,
     endpoint_id: i64,
@@ -513,7 +515,7 @@ pub async fn end_deleted(
     let ended: i64 = sqlx::query_scalar(concat!(
         r"
 WITH ended AS (
-  DELETE FROM delivery d WHERE d.endpoint_id = $1 AND d.state <> 1
+  DELETE FROM delivery d WHERE d.endpoint_id = $1
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
             d.last_attempt_at, d.last_status_code, d.created_at
 ),

@@ -461,8 +461,8 @@ pub async fn update(
     Ok(row.into())
 }
 
-/// Deletes an endpoint (soft); its waiting deliveries end dead, with the reason in their
-/// attempt log.
+/// Deletes an endpoint (soft); its waiting and in-flight deliveries end dead, with the
+/// reason in their attempt log.
 pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), WebhookError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query(

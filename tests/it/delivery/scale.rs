@@ -108,7 +108,7 @@ async fn deleting_an_endpoint_ends_its_waiting_and_in_flight_deliveries_dead_wit
         .call(Method::DELETE, &format!("/v1/webhooks/{endpoint}"), None)
         .await;
     assert_eq!(status, 204);
-    // The scheduled retries ended at once; the one in flight ends when its attempt settles.
+    // The scheduled retries and the one in flight end at once, in the delete.
     let waiting = "SELECT count(*) FROM delivery WHERE endpoint_id = $1";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while count(&app, waiting, &endpoint).await > 0 {
