@@ -9,7 +9,9 @@
 //!
 //! It measures; it never asserts a speed. CI runs `--quick` to prove it still works.
 
+mod claims;
 mod measure;
+mod recorder;
 mod scenarios;
 mod sink;
 
@@ -180,10 +182,123 @@ async fn drop_database(server: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `deskhook serve` child process on a fresh database.
-pub(crate) struct Service {
+/// One `deskhook serve` child process, with its log in its own data directory.
+struct Instance {
     child: Child,
     /// `http://127.0.0.1:port`.
+    base: String,
+    data_dir: PathBuf,
+}
+
+impl Instance {
+    /// Starts `deskhook serve` running `roles` on `database_url` and waits until it is ready.
+    async fn spawn(database_url: &str, retry_schedule: &str, roles: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let data_dir =
+            std::env::temp_dir().join(format!("deskhook-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&data_dir)?;
+        let log = std::fs::File::create(data_dir.join("service.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("DESKHOOK_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DESKHOOK_ROLES", roles)
+            .env("DESKHOOK_DATA_DIR", &data_dir)
+            .env("DESKHOOK_RATE_LIMIT", "off")
+            .env("DESKHOOK_ALLOW_NETWORKS", "127.0.0.1/32")
+            .env("DESKHOOK_RETRY_SCHEDULE", retry_schedule)
+            .env("DESKHOOK_SECRET_KEY", hex::encode(SECRET_KEY))
+            .env("DESKHOOK_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting deskhook serve")?;
+        let instance = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir,
+        };
+        match instance.ready().await {
+            Ok(()) => Ok(instance),
+            Err(error) => {
+                // Never leave a child behind: a scenario that fails here ends the bench.
+                instance.terminate();
+                instance.wait().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    async fn ready(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.base)).send().await
+                && response.status() == 200
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the service did not become ready (log: {})",
+                self.data_dir.join("service.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Delivery attempts the instance has made (`deskhook_delivery_attempts_total` of its
+    /// `/metrics`, every label); `None` when unreadable.
+    async fn attempts(&self, client: &reqwest::Client) -> Option<u64> {
+        let text = client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let total: f64 = text
+            .lines()
+            .filter(|line| line.starts_with("deskhook_delivery_attempts_total"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+            .sum();
+        Some(total as u64)
+    }
+
+    /// Asks the instance to shut down (SIGTERM); [`Instance::wait`] waits for it.
+    fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits (bounded) for the instance to exit, kills it if it has not, and removes its data
+    /// directory.
+    async fn wait(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// `deskhook serve` on a fresh database: one instance running every role, plus any
+/// worker-only instances added with [`Service::add_workers`].
+pub(crate) struct Service {
+    primary: Instance,
+    workers: Vec<Instance>,
+    /// `http://127.0.0.1:port` of the instance serving the API.
     pub base: String,
     /// The admin key of the benchmark's workspace.
     pub key: String,
@@ -191,7 +306,9 @@ pub(crate) struct Service {
     pub workspace_id: i64,
     /// A pool on the scenario's database (setup, seeding, statistics).
     pub pool: PgPool,
-    data_dir: PathBuf,
+    /// What every instance is started with.
+    database_url: String,
+    retry_schedule: String,
 }
 
 impl Service {
@@ -224,7 +341,7 @@ impl Service {
         Ok((pool, workspace_id, key.key))
     }
 
-    /// Starts `deskhook serve` on the prepared database.
+    /// Starts `deskhook serve` (every role) on the prepared database.
     pub(crate) async fn start(
         server: &str,
         database: &str,
@@ -232,56 +349,49 @@ impl Service {
         retry_schedule: &str,
     ) -> anyhow::Result<Self> {
         let (pool, workspace_id, key) = prepared;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let data_dir =
-            std::env::temp_dir().join(format!("deskhook-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::File::create(data_dir.join("service.log"))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .env("DATABASE_URL", format!("{server}/{database}"))
-            .env("DESKHOOK_LISTEN", format!("127.0.0.1:{port}"))
-            .env("DESKHOOK_DATA_DIR", &data_dir)
-            .env("DESKHOOK_RATE_LIMIT", "off")
-            .env("DESKHOOK_ALLOW_NETWORKS", "127.0.0.1/32")
-            .env("DESKHOOK_RETRY_SCHEDULE", retry_schedule)
-            .env("DESKHOOK_SECRET_KEY", hex::encode(SECRET_KEY))
-            .env("DESKHOOK_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting deskhook serve")?;
-        let service = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+        let database_url = format!("{server}/{database}");
+        let primary = Instance::spawn(&database_url, retry_schedule, "api,workers,timers").await?;
+        Ok(Self {
+            base: primary.base.clone(),
+            primary,
+            workers: Vec::new(),
             key,
             workspace_id,
             pool,
-            data_dir,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/readyz", service.base)).send().await
-                && response.status() == 200
-            {
-                return Ok(service);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the service did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            database_url,
+            retry_schedule: retry_schedule.to_owned(),
+        })
     }
 
-    /// The service's process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    /// Starts `count` more instances on the same database and settings that run only the
+    /// delivery workers: they claim from the same queue, while the API and the timers stay
+    /// with the first instance.
+    pub(crate) async fn add_workers(&mut self, count: usize) -> anyhow::Result<()> {
+        for _ in 0..count {
+            let worker =
+                Instance::spawn(&self.database_url, &self.retry_schedule, "workers").await?;
+            self.workers.push(worker);
+        }
+        Ok(())
+    }
+
+    /// The process ids of every instance, the first one first.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.primary)
+            .chain(&self.workers)
+            .map(|instance| instance.child.id())
+            .collect()
+    }
+
+    /// Delivery attempts made so far by each instance, the first one first: whether the
+    /// worker-only instances share the work.
+    pub(crate) async fn attempts_by_instance(&self) -> Vec<Option<u64>> {
+        let client = reqwest::Client::new();
+        let mut attempts = Vec::new();
+        for instance in std::iter::once(&self.primary).chain(&self.workers) {
+            attempts.push(instance.attempts(&client).await);
+        }
+        attempts
     }
 
     /// Creates an endpoint through the API; returns its id.
@@ -308,21 +418,16 @@ impl Service {
             .to_owned())
     }
 
-    /// Stops the service (SIGTERM, then waits).
-    pub(crate) async fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Stops every instance (SIGTERM to all, so they drain at the same time, then waits).
+    pub(crate) async fn stop(self) {
+        let instances: Vec<Instance> = std::iter::once(self.primary).chain(self.workers).collect();
+        for instance in &instances {
+            instance.terminate();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for instance in instances {
+            instance.wait().await;
+        }
         self.pool.close().await;
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -333,8 +438,16 @@ async fn run_scenario(
     postgres_pid: Option<u32>,
     ceiling: f64,
 ) -> anyhow::Result<Value> {
-    let database = format!("deskhook_bench_{scenario}");
-    let result = scenarios::run(scenario, options, server, &database, postgres_pid, ceiling).await;
+    // Database names keep to identifier characters (`many-endpoints` has a dash).
+    let database = format!("deskhook_bench_{}", scenario.replace('-', "_"));
+    let context = scenarios::Context {
+        options,
+        server,
+        database: &database,
+        postgres_pid,
+        ceiling,
+    };
+    let result = scenarios::run(scenario, &context).await;
     drop_database(server, &database).await.ok();
     result
 }
@@ -343,7 +456,7 @@ fn print_table(reports: &[Value], ceiling: f64) {
     eprintln!();
     eprintln!("SQL ceiling: {ceiling:.0} jobs/s (batched insert/claim/delete, same server)");
     eprintln!(
-        "{:<9} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
         "scenario",
         "deliveries/s",
         "events/s",
@@ -369,7 +482,7 @@ fn print_table(reports: &[Value], ceiling: f64) {
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"))
         };
         eprintln!(
-            "{:<9} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
+            "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
             r["scenario"].as_str().unwrap_or(""),
             i(&r["deliveries_per_s"]),
             i(&r["events_per_s"]),
@@ -385,8 +498,30 @@ fn print_table(reports: &[Value], ceiling: f64) {
             i(&r["peak_rss_mb"]),
             f(&r["ratio_to_ceiling"]),
         );
+        // The claim's mean time, then the scenario's own figures (acceptance rate, rates per
+        // instance count...).
+        let claim = r["claim_mean_ms"]
+            .as_f64()
+            .map(|ms| format!("claim_mean_ms {ms:.3}"));
+        let extra: Vec<String> = claim
+            .into_iter()
+            .chain(
+                scenarios::extra_figures(r)
+                    .into_iter()
+                    .map(|(name, value)| {
+                        if value.fract() == 0.0 {
+                            format!("{name} {value:.0}")
+                        } else {
+                            format!("{name} {value:.2}")
+                        }
+                    }),
+            )
+            .collect();
+        if !extra.is_empty() {
+            eprintln!("               {}", extra.join(", "));
+        }
         if let Some(note) = r["note"].as_str() {
-            eprintln!("          note: {note}");
+            eprintln!("               note: {note}");
         }
     }
 }

@@ -16,19 +16,39 @@ use serde_json::{Value, json};
 
 use super::{
     BenchOptions, SECRET_KEY, Service,
+    claims::{self, ClaimTime},
     measure::{self, DbCounters},
+    recorder::Recorder,
     sink::{Behaviour, Sink},
 };
 
 /// Every scenario, in the order they run.
 pub const SCENARIOS: &[&str] = &[
-    "steady", "batched", "fanout", "latency", "flaky", "noisy", "backlog", "sla", "tickets",
+    "steady",
+    "batched",
+    "fanout",
+    "latency",
+    "flaky",
+    "noisy",
+    "backlog",
+    "sla",
+    "tickets",
+    "many-endpoints",
+    "defaults",
+    "ratelimited",
+    "instances",
 ];
 
 /// A retry schedule for scenarios where nothing should fail.
 const DEFAULT_SCHEDULE: &str = "5s,30s,2m";
 /// The schedule the `flaky` scenario uses (performance.md).
 const FLAKY_SCHEDULE: &str = "100ms,200ms,500ms,1s";
+
+/// The type of the events the loads post.
+const LOAD_EVENT_TYPE: &str = "ticket.updated";
+/// The type of `ratelimited`'s backlog, which only the rate-limited endpoint subscribes to:
+/// one of the catalogue's (the API refuses any other), never posted by the loads.
+const BACKLOG_EVENT_TYPE: &str = "ticket.closed";
 
 /// What one scenario run measured, before it becomes a report.
 #[derive(Debug, Default)]
@@ -37,19 +57,23 @@ struct Measured {
     events: u64,
     /// From the first request sent to the last delivery received.
     elapsed: Duration,
+    /// From the first request sent to the last acceptance (the last 202).
+    accepted_for: Duration,
     /// Acceptance (the 202 reaching the producer) to first receipt.
     latencies: Vec<Duration>,
     lost: u64,
     duplicates: u64,
+    /// Events the sinks received that this load did not send.
+    unexpected: u64,
     extra: serde_json::Map<String, Value>,
     note: Option<String>,
 }
 
 /// An event payload of about 1 KB.
-fn event_body(id: &str, padding: &str) -> Value {
+fn event_body(event_type: &str, id: &str, padding: &str) -> Value {
     json!({
         "id": id,
-        "type": "ticket.updated",
+        "type": event_type,
         "data": { "ticket": { "id": format!("tkt_{id}"), "subject": "Printer on fire",
                               "status": "open", "notes": padding } }
     })
@@ -67,17 +91,44 @@ fn padding(rng: &mut StdRng) -> String {
 /// ~5,800/s (two runs each), its claims bounded by the cap over the claim-POST-settle cycle.
 const THROUGHPUT_IN_FLIGHT: i32 = 256;
 
-pub(super) async fn run(
+/// A count by `--events` and `--quick`: `full` by default, `fast` with `--quick`.
+fn sized(options: &BenchOptions, full: u64, fast: u64) -> u64 {
+    options
+        .events
+        .unwrap_or(if options.quick { fast } else { full })
+}
+
+/// Where a scenario runs and what its report is compared with.
+pub(super) struct Context<'a> {
+    pub options: &'a BenchOptions,
+    /// `postgres://user:pass@host:port` of the server.
+    pub server: &'a str,
+    /// The scenario's database (recreated by every run).
+    pub database: &'a str,
+    pub postgres_pid: Option<u32>,
+    /// The SQL ceiling measured at the start.
+    pub ceiling: f64,
+}
+
+/// Runs one scenario and returns its report.
+pub(super) async fn run(scenario: &str, context: &Context<'_>) -> anyhow::Result<Value> {
+    if scenario == "instances" {
+        return instances(context).await;
+    }
+    Box::pin(run_once(scenario, context, 0)).await
+}
+
+/// One run of `scenario` on a fresh database, with `extra_workers` worker-only instances
+/// beside the first.
+async fn run_once(
     scenario: &str,
-    options: &BenchOptions,
-    server: &str,
-    database: &str,
-    postgres_pid: Option<u32>,
-    ceiling: f64,
+    context: &Context<'_>,
+    extra_workers: usize,
 ) -> anyhow::Result<Value> {
+    let options = context.options;
     let quick = options.quick;
-    let events = |full: u64, fast: u64| options.events.unwrap_or(if quick { fast } else { full });
-    let prepared = Service::prepare(server, database).await?;
+    let events = |full: u64, fast: u64| sized(options, full, fast);
+    let prepared = Service::prepare(context.server, context.database).await?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let schedule = if scenario == "flaky" {
         FLAKY_SCHEDULE
@@ -87,6 +138,7 @@ pub(super) async fn run(
 
     // Backlogs are seeded before the service starts, straight into the database.
     let mut backlog_sink = None;
+    let mut seeded = serde_json::Map::new();
     if scenario == "backlog" {
         let sink = Sink::start(Behaviour::default()).await?;
         let endpoint =
@@ -98,50 +150,43 @@ pub(super) async fn run(
     if scenario == "sla" {
         seed_open_tickets(&prepared.0, prepared.1, events(1_000_000, 20_000)).await?;
     }
+    if scenario == "many-endpoints" {
+        let (idle, disabled) = if quick {
+            (5_000, 1_000)
+        } else {
+            (100_000, 10_000)
+        };
+        seed_idle_endpoints(&prepared.0, prepared.1, idle, disabled).await?;
+        seeded.insert("seeded_endpoints".into(), json!(idle));
+        seeded.insert("seeded_disabled_endpoints".into(), json!(disabled));
+    }
 
-    let service = Service::start(server, database, prepared, schedule).await?;
+    let mut service = Service::start(context.server, context.database, prepared, schedule).await?;
+    if let Err(error) = service.add_workers(extra_workers).await {
+        service.stop().await;
+        return Err(error);
+    }
     let before = measure::db_counters(&service.pool).await;
-    let service_cpu = measure::cpu_seconds(service.pid());
-    let postgres_cpu = postgres_pid.map(measure::cpu_seconds_tree);
+    let claims_before = claims::read(&service.pool).await;
+    let service_cpu = service_cpu_seconds(&service);
+    let postgres_cpu = context.postgres_pid.map(measure::cpu_seconds_tree);
 
     let measured = match scenario {
-        "steady" => {
-            single_event_load(
-                &service,
-                &mut rng,
-                1,
-                32,
-                events(30_000, 3_000),
-                Behaviour::default(),
-            )
-            .await?
+        "steady" | "many-endpoints" => {
+            single_event_load(&service, &mut rng, &Load::steady(options)).await
         }
-        "batched" => batched_load(&service, &mut rng, 8, 100, events(100_000, 10_000)).await?,
-        "fanout" => {
-            single_event_load(
-                &service,
-                &mut rng,
-                10,
-                32,
-                events(10_000, 1_000),
-                Behaviour::default(),
-            )
-            .await?
-        }
-        "latency" => paced_load(&service, &mut rng, 500.0, events(10_000, 1_500)).await?,
+        "batched" => batched_load(&service, &mut rng, 8, 100, events(100_000, 10_000)).await,
+        "fanout" => single_event_load(&service, &mut rng, &Load::fanout(options)).await,
+        "latency" => paced_load(&service, &mut rng, 500.0, events(10_000, 1_500)).await,
         "flaky" => {
-            single_event_load(
-                &service,
-                &mut rng,
-                1,
-                32,
-                events(30_000, 3_000),
-                Behaviour {
+            let load = Load {
+                behaviour: Behaviour {
                     latency: Duration::ZERO,
                     failure_rate: 0.10,
                 },
-            )
-            .await?
+                ..Load::steady(options)
+            };
+            single_event_load(&service, &mut rng, &load).await
         }
         "noisy" => {
             noisy(
@@ -153,7 +198,7 @@ pub(super) async fn run(
                     Duration::from_secs(60)
                 },
             )
-            .await?
+            .await
         }
         "backlog" => {
             drain(
@@ -161,47 +206,103 @@ pub(super) async fn run(
                 backlog_sink.as_ref().expect("seeded"),
                 events(1_000_000, 20_000),
             )
-            .await?
+            .await
         }
-        "tickets" => tickets(&service, events(20_000, 1_000), 16).await?,
+        "tickets" => tickets(&service, events(20_000, 1_000), 16).await,
         "sla" => {
             let (due, window) = if quick {
                 (500, Duration::from_secs(10))
             } else {
                 (10_000, Duration::from_secs(60))
             };
-            sla(&service, due, window).await?
+            sla(&service, due, window).await
         }
-        other => anyhow::bail!("no runner for scenario {other}"),
+        "defaults" => defaults(&service, &mut rng, options).await,
+        "ratelimited" => ratelimited(&service, &mut rng, options).await,
+        other => Err(anyhow::anyhow!("no runner for scenario {other}")),
     };
+    let mut measured = match measured {
+        Ok(measured) => measured,
+        Err(error) => {
+            // Never leave instances behind: the bench stops at the first failed scenario.
+            service.stop().await;
+            return Err(error);
+        }
+    };
+    measured.extra.extend(seeded);
+    if extra_workers > 0 {
+        measured.extra.insert(
+            "attempts_by_instance".into(),
+            json!(service.attempts_by_instance().await),
+        );
+    }
 
     let costs = Costs {
         before,
         after: measure::db_counters(&service.pool).await,
-        service_cpu: measure::cpu_seconds(service.pid()) - service_cpu,
-        postgres_cpu: postgres_pid
+        claims_before,
+        claims_after: claims::read(&service.pool).await,
+        service_cpu: service_cpu_seconds(&service) - service_cpu,
+        postgres_cpu: context
+            .postgres_pid
             .map(measure::cpu_seconds_tree)
             .zip(postgres_cpu)
             .map(|(a, b)| a - b),
-        peak_rss_mb: measure::peak_rss_mb(service.pid()),
+        peak_rss_mb: service.pids().into_iter().map(measure::peak_rss_mb).sum(),
     };
     service.stop().await;
-    Ok(report(scenario, &measured, &costs, ceiling))
+    Ok(report(scenario, &measured, &costs, context.ceiling))
 }
 
-/// What a run cost the service and PostgreSQL.
+/// CPU seconds of every instance of the service.
+fn service_cpu_seconds(service: &Service) -> f64 {
+    service.pids().into_iter().map(measure::cpu_seconds).sum()
+}
+
+/// What a run cost the service (every instance) and PostgreSQL.
 struct Costs {
     before: DbCounters,
     after: DbCounters,
+    claims_before: Option<ClaimTime>,
+    claims_after: Option<ClaimTime>,
     service_cpu: f64,
     postgres_cpu: Option<f64>,
+    /// The sum of the instances' peaks.
     peak_rss_mb: f64,
 }
+
+/// The fields every report has; a scenario's own figures come after them (see
+/// [`extra_figures`]).
+const REPORT_FIELDS: &[&str] = &[
+    "scenario",
+    "deliveries_per_s",
+    "events_per_s",
+    "latency_ms",
+    "lost",
+    "duplicates",
+    "deliveries",
+    "events",
+    "seconds",
+    "commits_per_delivery",
+    "statements_per_delivery",
+    "claim_mean_ms",
+    "wal_bytes_per_delivery",
+    "cpu_ms_per_delivery",
+    "service_cpu_ms_per_delivery",
+    "postgres_cpu_ms_per_delivery",
+    "peak_rss_mb",
+    "sql_ceiling_per_s",
+    "ratio_to_ceiling",
+    "note",
+    "runs",
+];
 
 fn report(scenario: &str, m: &Measured, costs: &Costs, ceiling: f64) -> Value {
     let Costs {
         before,
         after,
+        claims_before,
+        claims_after,
         service_cpu,
         postgres_cpu,
         peak_rss_mb: rss,
@@ -225,6 +326,8 @@ fn report(scenario: &str, m: &Measured, costs: &Costs, ceiling: f64) -> Value {
         "commits_per_delivery": (after.commits - before.commits) as f64 / deliveries,
         "statements_per_delivery": after.statements.zip(before.statements)
             .map(|(a, b)| (a - b) as f64 / deliveries),
+        // The dispatcher's claim (fused with its settle): what a claim costs at this scale.
+        "claim_mean_ms": claims::mean_ms(claims_before, claims_after),
         "wal_bytes_per_delivery": (after.wal_bytes - before.wal_bytes) as f64 / deliveries,
         "cpu_ms_per_delivery": (service_cpu + postgres_cpu.unwrap_or(0.0)) * 1000.0 / deliveries,
         "service_cpu_ms_per_delivery": service_cpu * 1000.0 / deliveries,
@@ -242,31 +345,42 @@ fn report(scenario: &str, m: &Measured, costs: &Costs, ceiling: f64) -> Value {
     value
 }
 
-/// The median of each numeric field over several runs of one scenario.
+/// A report's own numeric figures beyond [`REPORT_FIELDS`], in the report's order, for the
+/// table.
+pub(super) fn extra_figures(report: &Value) -> Vec<(&str, f64)> {
+    report
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(name, _)| !REPORT_FIELDS.contains(&name.as_str()))
+                .filter_map(|(name, value)| Some((name.as_str(), value.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The median of each numeric field over several runs of one scenario (every top-level
+/// number, so a scenario's own figures get medians too, and the latency percentiles).
 pub(super) fn median_report(runs: Vec<Value>) -> Value {
     if runs.len() <= 1 {
         return runs.into_iter().next().unwrap_or(Value::Null);
     }
     let mut base = runs[0].clone();
-    let fields = [
-        "deliveries_per_s",
-        "events_per_s",
-        "lost",
-        "duplicates",
-        "commits_per_delivery",
-        "statements_per_delivery",
-        "wal_bytes_per_delivery",
-        "cpu_ms_per_delivery",
-        "service_cpu_ms_per_delivery",
-        "postgres_cpu_ms_per_delivery",
-        "peak_rss_mb",
-        "ratio_to_ceiling",
-        "seconds",
-    ];
-    for field in fields {
-        let mut values: Vec<f64> = runs.iter().filter_map(|r| r[field].as_f64()).collect();
+    let numeric: Vec<String> = base
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(_, value)| value.is_number())
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for field in numeric {
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| r[&field].as_f64()).collect();
         if !values.is_empty() {
-            base[field] = json!(measure::median(&mut values));
+            base[&field] = json!(measure::median(&mut values));
         }
     }
     for p in ["p50", "p95", "p99"] {
@@ -283,23 +397,52 @@ pub(super) fn median_report(runs: Vec<Value>) -> Value {
 /// Accepted events: event id → when the 202 arrived.
 type Accepted = Arc<Mutex<HashMap<String, Instant>>>;
 
-/// `producers` concurrent single-event producers to `endpoints` endpoints.
-async fn single_event_load(
-    service: &Service,
-    rng: &mut StdRng,
+/// A single-event load: `producers` concurrent producers posting one event at a time, each
+/// event to all of `endpoints` fresh endpoints created through the API with `settings`.
+struct Load {
     endpoints: usize,
     producers: usize,
     events: u64,
     behaviour: Behaviour,
+    /// The endpoints' settings besides the URL.
+    settings: Value,
+}
+
+impl Load {
+    /// `steady`'s: one fast endpoint with every worker slot, 32 producers.
+    fn steady(options: &BenchOptions) -> Self {
+        Self {
+            endpoints: 1,
+            producers: 32,
+            events: sized(options, 30_000, 3_000),
+            behaviour: Behaviour::default(),
+            settings: json!({ "max_in_flight": THROUGHPUT_IN_FLIGHT }),
+        }
+    }
+
+    /// `fanout`'s: ten fast endpoints, 32 producers.
+    fn fanout(options: &BenchOptions) -> Self {
+        Self {
+            endpoints: 10,
+            events: sized(options, 10_000, 1_000),
+            ..Self::steady(options)
+        }
+    }
+}
+
+/// Runs `load`.
+async fn single_event_load(
+    service: &Service,
+    rng: &mut StdRng,
+    load: &Load,
 ) -> anyhow::Result<Measured> {
     let mut sinks = Vec::new();
-    for _ in 0..endpoints {
-        let sink = Sink::start(behaviour).await?;
-        service
-            .endpoint(&sink.url, json!({ "max_in_flight": THROUGHPUT_IN_FLIGHT }))
-            .await?;
+    for _ in 0..load.endpoints {
+        let sink = Sink::start(load.behaviour).await?;
+        service.endpoint(&sink.url, load.settings.clone()).await?;
         sinks.push(sink);
     }
+    let (producers, events) = (load.producers, load.events);
     let pad = padding(rng);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(producers)
@@ -324,7 +467,7 @@ async fn single_event_load(
                 if n >= events || started.elapsed() > limit {
                     return anyhow::Ok(());
                 }
-                let body = event_body(&format!("b{n}"), &pad);
+                let body = event_body(LOAD_EVENT_TYPE, &format!("b{n}"), &pad);
                 post_and_record(&client, &base, &key, &body, &accepted).await?;
             }
         }));
@@ -358,6 +501,10 @@ async fn collect(
     for sink in sinks {
         let arrivals = sink.arrivals();
         measured.duplicates += sink.duplicates();
+        measured.unexpected += arrivals
+            .keys()
+            .filter(|id| !accepted.contains_key(*id))
+            .count() as u64;
         for (id, accepted_at) in &accepted {
             match arrivals.get(id) {
                 Some(arrived) => {
@@ -372,6 +519,10 @@ async fn collect(
         }
     }
     measured.elapsed = last.duration_since(started).max(sent_for);
+    measured.accepted_for = accepted
+        .values()
+        .max()
+        .map_or(Duration::ZERO, |at| at.duration_since(started));
     Ok(measured)
 }
 
@@ -412,7 +563,7 @@ async fn batched_load(
                     return anyhow::Ok(());
                 }
                 let items: Vec<Value> = (first..(first + batch).min(events))
-                    .map(|n| event_body(&format!("b{n}"), &pad))
+                    .map(|n| event_body(LOAD_EVENT_TYPE, &format!("b{n}"), &pad))
                     .collect();
                 let body = json!({ "events": items });
                 post_and_record(&client, &base, &key, &body, &accepted).await?;
@@ -466,7 +617,7 @@ async fn paced_load(
             service.base.clone(),
             service.key.clone(),
         );
-        let body = event_body(&format!("l{n}"), &pad);
+        let body = event_body(LOAD_EVENT_TYPE, &format!("l{n}"), &pad);
         in_flight.push(tokio::spawn(async move {
             post_and_record(&client, &base, &key, &body, &accepted).await
         }));
@@ -523,7 +674,7 @@ async fn noisy(service: &Service, rng: &mut StdRng, window: Duration) -> anyhow:
             service.base.clone(),
             service.key.clone(),
         );
-        let body = event_body(&format!("n{n}"), &pad);
+        let body = event_body(LOAD_EVENT_TYPE, &format!("n{n}"), &pad);
         tasks.push(tokio::spawn(async move {
             post_and_record(&client, &base, &key, &body, &accepted).await
         }));
@@ -666,6 +817,7 @@ async fn drain(service: &Service, sink: &Sink, count: u64) -> anyhow::Result<Mea
         duplicates: sink.duplicates(),
         extra: serde_json::Map::new(),
         note: Some("a seeded backlog drained from cold; latency is not meaningful here".into()),
+        ..Measured::default()
     })
 }
 
@@ -724,6 +876,7 @@ async fn tickets(service: &Service, count: u64, clients: usize) -> anyhow::Resul
         note: Some(
             "latency is the ticket create request's; events_per_s counts created + replied".into(),
         ),
+        ..Measured::default()
     };
     measured.extra.insert(
         "tickets_per_s".into(),
@@ -827,6 +980,7 @@ async fn sla(service: &Service, due: i64, window: Duration) -> anyhow::Result<Me
         duplicates: sink.duplicates(),
         extra: serde_json::Map::new(),
         note: Some("latency is the emit lag (event recorded − at-risk instant); throughput is over the whole window".into()),
+        ..Measured::default()
     };
     measured
         .extra
@@ -838,4 +992,184 @@ async fn sla(service: &Service, due: i64, window: Duration) -> anyhow::Result<Me
         .extra
         .insert("exactly_once".into(), json!(emitted == due));
     Ok(measured)
+}
+
+/// `idle` endpoints subscribed to nothing the loads send, each holding one retry due in an
+/// hour, and `disabled` disabled endpoints holding ten parked deliveries each, all pointing
+/// at one event: work that waits, which a claim must not pay for. Set-based, so 100,000
+/// endpoints take seconds. Each endpoint gets its `endpoint_queue` row, as the API would.
+async fn seed_idle_endpoints(
+    pool: &sqlx::PgPool,
+    workspace_id: i64,
+    idle: i64,
+    disabled: i64,
+) -> anyhow::Result<()> {
+    // Never requested: nothing is due during a run, and disabled endpoints get no attempts.
+    let url = "http://127.0.0.1:9/never";
+    let event: i64 = sqlx::query_scalar(
+        "INSERT INTO event (workspace_id, event_type, source, occurred_at, data) \
+         VALUES ($1, 'ticket.never', 'ingest', now(), '{}') RETURNING id",
+    )
+    .bind(workspace_id)
+    .fetch_one(pool)
+    .await?;
+    sqlx::query(
+        "WITH ep AS ( \
+           INSERT INTO endpoint (workspace_id, url, event_types) \
+           SELECT $1, $2, '{ticket.never}' FROM generate_series(1, $3) RETURNING id), \
+         queued AS (INSERT INTO endpoint_queue (endpoint_id, workspace_id) SELECT id, $1 FROM ep) \
+         INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, state, attempt, run_at) \
+         SELECT deskhook_id(), $1, ep.id, $4, 2, 1, now() + interval '1 hour' FROM ep",
+    )
+    .bind(workspace_id)
+    .bind(url)
+    .bind(idle)
+    .bind(event)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "WITH ep AS ( \
+           INSERT INTO endpoint (workspace_id, url, enabled, disabled_reason, disabled_at) \
+           SELECT $1, $2, false, 'manual', now() FROM generate_series(1, $3) RETURNING id), \
+         queued AS (INSERT INTO endpoint_queue (endpoint_id, workspace_id) SELECT id, $1 FROM ep) \
+         INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, state) \
+         SELECT deskhook_id(), $1, ep.id, $4, 3 FROM ep CROSS JOIN generate_series(1, 10)",
+    )
+    .bind(workspace_id)
+    .bind(url)
+    .bind(disabled)
+    .bind(event)
+    .execute(pool)
+    .await?;
+    for table in ["endpoint", "endpoint_queue", "delivery"] {
+        sqlx::query(&format!("ANALYZE {table}"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `steady` with 64 producers and one endpoint on default settings (8 in flight): how far
+/// delivery falls behind acceptance when nobody tunes anything.
+async fn defaults(
+    service: &Service,
+    rng: &mut StdRng,
+    options: &BenchOptions,
+) -> anyhow::Result<Measured> {
+    let load = Load {
+        producers: 64,
+        settings: json!({}),
+        ..Load::steady(options)
+    };
+    let mut measured = single_event_load(service, rng, &load).await?;
+    let accepted_per_s = measured.events as f64 / measured.accepted_for.as_secs_f64().max(1e-9);
+    let deliveries_per_s = measured.deliveries as f64 / measured.elapsed.as_secs_f64().max(1e-9);
+    measured
+        .extra
+        .insert("accepted_per_s".into(), json!(accepted_per_s));
+    measured.extra.insert(
+        "delivered_to_accepted".into(),
+        json!(deliveries_per_s / accepted_per_s.max(1e-9)),
+    );
+    measured.note = Some("one endpoint with default settings (max_in_flight 8)".into());
+    Ok(measured)
+}
+
+/// An endpoint limited to 1 request/s (cap 1,000) holding a backlog of its own event type,
+/// beside `fanout`'s load to healthy endpoints subscribed to the load's type only: the healthy
+/// ones must not wait behind it, and it must get at most one request in any second. Its
+/// backlog is left undrained.
+async fn ratelimited(
+    service: &Service,
+    rng: &mut StdRng,
+    options: &BenchOptions,
+) -> anyhow::Result<Measured> {
+    let backlog: u64 = if options.quick { 200 } else { 2_000 };
+    let limited = Recorder::start().await?;
+    service
+        .endpoint(
+            &limited.url,
+            json!({ "events": [BACKLOG_EVENT_TYPE], "rate_limit_per_second": 1,
+                    "max_in_flight": 1000 }),
+        )
+        .await?;
+    let pad = padding(rng);
+    let client = reqwest::Client::new();
+    let mut first = 0;
+    while first < backlog {
+        let items: Vec<Value> = (first..(first + 100).min(backlog))
+            .map(|n| event_body(BACKLOG_EVENT_TYPE, &format!("r{n}"), &pad))
+            .collect();
+        post_events_raw(
+            &client,
+            &service.base,
+            &service.key,
+            &json!({ "events": items }),
+        )
+        .await?;
+        first += 100;
+    }
+    let load = Load {
+        settings: json!({ "events": [LOAD_EVENT_TYPE], "max_in_flight": THROUGHPUT_IN_FLIGHT }),
+        ..Load::fanout(options)
+    };
+    let mut measured = single_event_load(service, rng, &load).await?;
+    for (field, value) in [
+        (
+            "limited_max_per_second",
+            json!(limited.max_in_window(Duration::from_secs(1))),
+        ),
+        ("limited_received", json!(limited.received())),
+        ("limited_duplicates", json!(limited.repeats())),
+        ("limited_backlog", json!(backlog)),
+        ("healthy_unexpected", json!(measured.unexpected)),
+    ] {
+        measured.extra.insert(field.into(), value);
+    }
+    measured.note =
+        Some("latency and throughput are the healthy endpoints'; the limited one is at 1/s".into());
+    Ok(measured)
+}
+
+/// `steady` and then `fanout` with 1, 2 and 3 instances on one database, the extra ones
+/// running only the delivery workers. One report: `steady` with 3 instances, plus
+/// `steady_N` and `fanout_N`, the deliveries/s with N instances, and the attempts each
+/// instance made in every run with more than one.
+async fn instances(context: &Context<'_>) -> anyhow::Result<Value> {
+    let mut top = Value::Null;
+    let mut figures = serde_json::Map::new();
+    let mut attempts = serde_json::Map::new();
+    let (mut lost, mut duplicates) = (0, 0);
+    for load in ["steady", "fanout"] {
+        for count in 1..=3 {
+            eprintln!("  {load} with {count} instance(s)");
+            let report = Box::pin(run_once(load, context, count - 1)).await?;
+            figures.insert(
+                format!("{load}_{count}"),
+                report["deliveries_per_s"].clone(),
+            );
+            if count > 1 {
+                attempts.insert(
+                    format!("{load}_{count}"),
+                    report["attempts_by_instance"].clone(),
+                );
+            }
+            lost += report["lost"].as_u64().unwrap_or_default();
+            duplicates += report["duplicates"].as_u64().unwrap_or_default();
+            if load == "steady" && count == 3 {
+                top = report;
+            }
+        }
+    }
+    top["scenario"] = json!("instances");
+    top["instances"] = json!(3);
+    top["attempts_by_instance"] = Value::Object(attempts);
+    top["lost_all_runs"] = json!(lost);
+    top["duplicates_all_runs"] = json!(duplicates);
+    if let Some(object) = top.as_object_mut() {
+        object.extend(figures);
+    }
+    top["note"] =
+        json!("the figures are steady's with 3 instances; steady_N, fanout_N: deliveries/s with N");
+    Ok(top)
 }
