@@ -45,7 +45,9 @@ pub struct Stored {
 /// the batch) is skipped by `ON CONFLICT` and comes back with no id. No `NOT EXISTS` pre-check:
 /// measured in `steady`, the planner, with a fresh table's statistics, hashed it into a scan of
 /// every event of the workspace (7.6 ms per call). `event_types` of an endpoint is a list of
-/// types or `*`; `*` never matches `webhook.test`, which only the test action sends. SLA events get
+/// types or `*`; `*` never matches `webhook.test`, which only the test action sends. The match is
+/// written as one `&&` so the `endpoint_subscribed` GIN index answers it: the fan-out reads the
+/// endpoints the event is for, never every endpoint of the workspace. SLA events get
 /// priority 0, everything else 1. Deliveries are numbered in event order, which is the FIFO
 /// order of `per_ticket` lanes.
 const ENQUEUE: &str = r"
@@ -72,8 +74,8 @@ fanout AS (
   FROM (SELECT * FROM inserted ORDER BY id) e
   JOIN endpoint ep
     ON ep.workspace_id = $1 AND ep.enabled AND ep.deleted_at IS NULL
-   AND (ep.event_types @> ARRAY[e.event_type]
-        OR (ep.event_types @> ARRAY['*'] AND e.event_type <> 'webhook.test'))
+   AND ep.event_types && ARRAY[e.event_type, '*']
+   AND (e.event_type <> 'webhook.test' OR ep.event_types @> ARRAY['webhook.test'])
   ORDER BY e.id, ep.id
   RETURNING 1
 )

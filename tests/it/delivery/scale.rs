@@ -288,3 +288,84 @@ SELECT deskhook_id(), $1, d.id, ev.id, 3 FROM disabled d, ev, generate_series(1,
     receiver.wait_for(300, Duration::from_secs(20)).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_fans_out_to_exactly_its_subscribers_among_thousands_of_endpoints() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let other_tenant = Client::new(&app).await;
+    let everything = Receiver::start().await;
+    let created_only = Receiver::start().await;
+    let closed_only = Receiver::start().await;
+    let neighbour = Receiver::start().await;
+    client
+        .endpoint(&everything, json!({ "events": ["*"] }))
+        .await;
+    client
+        .endpoint(&created_only, json!({ "events": ["ticket.created"] }))
+        .await;
+    client
+        .endpoint(&closed_only, json!({ "events": ["ticket.closed"] }))
+        .await;
+    other_tenant
+        .endpoint(&neighbour, json!({ "events": ["*"] }))
+        .await;
+    let workspace: i64 = sqlx::query_scalar(
+        "SELECT workspace_id FROM endpoint WHERE url = $1 AND deleted_at IS NULL",
+    )
+    .bind(&everything.url)
+    .fetch_one(&app.pool)
+    .await
+    .expect("workspace");
+    // Thousands of endpoints of the same workspace the event is not for: other types,
+    // disabled ones and deleted ones that would take everything.
+    sqlx::query(
+        r"
+WITH others AS (
+  INSERT INTO endpoint (workspace_id, url, event_types)
+  SELECT $1, 'http://127.0.0.1:9/x', ARRAY['ticket.never', 'sla.at_risk'] FROM generate_series(1, 3000)
+),
+disabled AS (
+  INSERT INTO endpoint (workspace_id, url, event_types, enabled, disabled_reason, disabled_at)
+  SELECT $1, 'http://127.0.0.1:9/x', '{*}', false, 'manual', now() FROM generate_series(1, 300)
+)
+INSERT INTO endpoint (workspace_id, url, event_types, enabled, deleted_at)
+SELECT $1, 'http://127.0.0.1:9/x', '{*}', false, now() FROM generate_series(1, 300)
+",
+    )
+    .bind(workspace)
+    .execute(&app.pool)
+    .await
+    .expect("seed");
+
+    let events: Vec<_> = (0..5)
+        .map(|i| event(&format!("fan-{i}"), "ticket.created"))
+        .collect();
+    client.ingest(json!({ "events": events })).await;
+    everything.wait_for(5, Duration::from_secs(10)).await;
+    created_only.wait_for(5, Duration::from_secs(10)).await;
+    // A delivery queued for any other endpoint would stay: refused, parked or ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM delivery WHERE workspace_id = $1")
+                .bind(workspace)
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
+        if queued == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queued} deliveries stay queued for endpoints the events are not for"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed_only.received().len(), 0, "ticket.closed only");
+    assert_eq!(neighbour.received().len(), 0, "another workspace");
+    assert_eq!(everything.received().len(), 5);
+    assert_eq!(created_only.received().len(), 5);
+    app.stop().await;
+}
