@@ -6,19 +6,25 @@
 //!  wake-up (local commit | NOTIFY | tick: retry due, rate slot, poll) ─┐
 //!  outcomes (urgent when the endpoint is at its cap, else ≤ 5 ms) ─────┴► turn: settle + claim
 //!                                                                          │ spawn attempts
-//!                                          attempt: sign, POST, classify ◄┘ (≤ worker slots)
+//!                   gate (≤ max_in_flight at once per endpoint) ◄────────┘ (≤ worker slots)
+//!                                  attempt: sign, POST, classify, next from the gate
 //! ```
+//! `max_in_flight` bounds concurrent requests, not throughput: the claim may lease up to
+//! `claim::LEASE_AHEAD` × `max_in_flight` rows of an endpoint this dispatcher alone is sending
+//! to; the endpoint's gate sends `max_in_flight` of them and starts the next the moment a
+//! response is read, while the settle rides on a later turn.
 //! No transaction is held across a POST and no attempt ever waits for anything but its own
 //! request: a rate-limited endpoint is paced by the claim, not by sleeping. Wake-ups are
 //! coalesced (turns at least [`COALESCE`] apart) so a trickle is claimed in batches, and the
 //! next due retry or rate slot is read only by a tick, never after each claim. On shutdown the
-//! loop stops claiming, settles attempts as they finish for up to `shutdown_timeout`, and
-//! exits; whatever is still leased then is rescued by the lease reaper later.
+//! loop stops claiming, gives back leased-ahead rows that were never sent, settles attempts as
+//! they finish for up to `shutdown_timeout`, and exits; whatever is still leased then is
+//! rescued by the lease reaper later.
 //!
 //! It must never build SQL of its own or talk HTTP except through `client.rs`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -56,6 +62,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const COALESCE: Duration = Duration::from_millis(2);
 /// An outcome waits at most this long for a claim to ride on before it is settled alone.
 const SETTLE_LINGER: Duration = Duration::from_millis(5);
+/// A leased-ahead delivery starts only while this much of its lease would be left after a
+/// whole attempt, so it never outlives its lease (and is never sent twice).
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Settles per statement at most.
 const SETTLE_BATCH: usize = 256;
 /// The longest pause after a failed turn.
@@ -104,8 +113,93 @@ impl TargetCache {
     }
 }
 
+/// A claimed delivery ready to send, holding its worker slot.
+struct Job {
+    delivery: Claimed,
+    target: Lookup,
+    body: Bytes,
+    permit: OwnedSemaphorePermit,
+    /// Started later than this, the attempt could outlive the lease: give it back instead.
+    start_by: Instant,
+}
+
+/// This dispatcher's sends to one endpoint.
+#[derive(Default)]
+struct Gate {
+    sending: usize,
+    /// Leased-ahead deliveries, in claim order.
+    waiting: VecDeque<Job>,
+}
+
+/// Per-endpoint gates: at most `max_in_flight` requests at once to an endpoint from this
+/// dispatcher; the claim keeps the sum across dispatchers within the cap (`queue::claim`).
+#[derive(Default)]
+struct Gates {
+    endpoints: Mutex<HashMap<i64, Gate>>,
+}
+
+impl Gates {
+    /// Returns `job` if it may be sent now; else it waits for a send of its endpoint to end.
+    fn admit(&self, job: Job) -> Option<Job> {
+        let cap = match &job.target {
+            Lookup::Found(target) => usize::try_from(target.max_in_flight).unwrap_or(1).max(1),
+            // Not sent anywhere: ends at once.
+            Lookup::Gone | Lookup::Unavailable(_) => return Some(job),
+        };
+        let mut endpoints = self.endpoints.lock().expect("gates");
+        let gate = endpoints.entry(job.delivery.endpoint_id).or_default();
+        if gate.sending < cap {
+            gate.sending += 1;
+            Some(job)
+        } else {
+            gate.waiting.push_back(job);
+            None
+        }
+    }
+
+    /// A send to `endpoint` ended: the next waiting delivery takes its place; waiting ones
+    /// too late to start are put in `expired`. Also says whether the gate is running low, so
+    /// the claim should top it up now.
+    fn next(&self, endpoint: i64, was_gated: bool, expired: &mut Vec<Job>) -> (Option<Job>, bool) {
+        if !was_gated {
+            return (None, true);
+        }
+        let mut endpoints = self.endpoints.lock().expect("gates");
+        let Some(gate) = endpoints.get_mut(&endpoint) else {
+            return (None, true);
+        };
+        let now = Instant::now();
+        let mut next = gate.waiting.pop_front();
+        while let Some(job) = next.take_if(|job| job.start_by < now) {
+            expired.push(job);
+            next = gate.waiting.pop_front();
+        }
+        // Half the lease-ahead left: the turn that tops it up overlaps the sends of the rest.
+        let low = gate.waiting.len() * 2 < gate.sending * claim::LEASE_AHEAD as usize;
+        if next.is_none() {
+            gate.sending = gate.sending.saturating_sub(1);
+            if gate.sending == 0 {
+                endpoints.remove(&endpoint);
+            }
+        }
+        (next, low)
+    }
+
+    /// Takes every waiting delivery out (shutdown).
+    fn take_waiting(&self) -> Vec<Job> {
+        let mut endpoints = self.endpoints.lock().expect("gates");
+        endpoints
+            .values_mut()
+            .flat_map(|gate| gate.waiting.drain(..))
+            .collect()
+    }
+}
+
 /// The dispatcher of one instance.
 pub struct Dispatcher {
+    /// Marks the rows this dispatcher leases (`delivery.leased_by`), random per process.
+    id: i64,
+    gates: Gates,
     pool: PgPool,
     client: DeliveryClient,
     secret_box: SecretBox,
@@ -172,6 +266,8 @@ impl Dispatcher {
         targets: Arc<TargetCache>,
     ) -> Self {
         Self {
+            id: rand::thread_rng().gen_range(1..i64::MAX),
+            gates: Gates::default(),
             pool,
             client,
             secret_box,
@@ -182,9 +278,11 @@ impl Dispatcher {
         }
     }
 
-    /// The lease of a claim: the attempt timeout, plus time for the settle to ride on a turn.
+    /// The lease of a claim: time for a leased-ahead row to wait about one attempt at its
+    /// endpoint's gate (later it is given back: [`LEASE_MARGIN`]), its own attempt, and the
+    /// settle riding on a turn.
     fn lease_seconds(&self) -> f64 {
-        self.config.attempt_timeout.as_secs_f64() + 5.0
+        self.config.attempt_timeout.as_secs_f64() * 2.0 + 5.0
     }
 
     /// Runs until `shutdown`, then drains.
@@ -253,6 +351,7 @@ impl Dispatcher {
                 () = tokio::time::sleep_until(until.into()) => {}
                 () = shutdown.cancelled(), if !stopping => {
                     drain_deadline = Some(Instant::now() + this.config.shutdown_timeout);
+                    this.release_waiting().await;
                 }
             }
         }
@@ -307,7 +406,7 @@ impl Dispatcher {
 
         let mut claimed = Vec::new();
         if state.lanes && wanted > 0 {
-            match claim::claim_lanes(&self.pool, wanted, lease, state.lane_cursor).await {
+            match claim::claim_lanes(&self.pool, wanted, lease, state.lane_cursor, self.id).await {
                 Ok(rows) => {
                     state.lane_cursor = if rows.len() < wanted {
                         i64::MIN
@@ -329,6 +428,7 @@ impl Dispatcher {
             fair_wanted,
             lease,
             state.fair_cursor,
+            self.id,
         )
         .await;
         let turn = match result {
@@ -440,6 +540,10 @@ impl Dispatcher {
                 state.wake_at(Instant::now() + gap);
             }
         }
+        let claimed_at = state.last_turn;
+        let start_by = claimed_at + Duration::from_secs_f64(self.lease_seconds())
+            - self.config.attempt_timeout
+            - LEASE_MARGIN;
         // One body per event, shared by every endpoint it fans out to.
         let mut bodies: HashMap<i64, Bytes> = HashMap::new();
         for delivery in claimed {
@@ -460,13 +564,86 @@ impl Dispatcher {
                 .cloned()
                 .unwrap_or(Lookup::Unavailable("not loaded".to_owned()));
             let permit = permits.pop().expect("one permit per claimed delivery");
-            let this = self.clone();
-            let outcomes = outcomes.clone();
-            tokio::spawn(async move {
-                let settlement = this.attempt(delivery, target, body).await;
+            let job = Job {
+                delivery,
+                target,
+                body,
+                permit,
+                start_by,
+            };
+            if let Some(job) = self.gates.admit(job) {
+                self.spawn_sends(job, outcomes.clone());
+            }
+        }
+    }
+
+    /// Sends `job`, then the deliveries waiting at its endpoint's gate one after another, each
+    /// the moment the previous response is read.
+    fn spawn_sends(self: &Arc<Self>, job: Job, outcomes: mpsc::UnboundedSender<Settlement>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut job = job;
+            loop {
+                let Job {
+                    delivery,
+                    target,
+                    body,
+                    permit,
+                    ..
+                } = job;
+                let endpoint = delivery.endpoint_id;
+                let gated = matches!(target, Lookup::Found(_));
+                let capped = delivery.capped;
+                let mut settlement = this.attempt(delivery, target, body).await;
+                let mut expired = Vec::new();
+                let (mut next, low) = this.gates.next(endpoint, gated, &mut expired);
+                // Settle without lingering when the endpoint's work is held back by its cap and
+                // the gate is running dry: the turn that settles this claims the next round.
+                settlement.urgent = capped && low;
                 let _ = outcomes.send(settlement);
                 drop(permit);
-            });
+                // A waiting delivery goes with its endpoint's settings of now: if it was
+                // disabled since the claim, the delivery is given back (the claim parks it).
+                while let Some(mut waiting) = next.take() {
+                    let lookup = this
+                        .targets_for(std::slice::from_ref(&waiting.delivery))
+                        .await
+                        .remove(&endpoint)
+                        .unwrap_or(Lookup::Unavailable("not loaded".to_owned()));
+                    if matches!(&lookup, Lookup::Found(target) if !target.enabled) {
+                        expired.push(waiting);
+                        next = this.gates.next(endpoint, true, &mut expired).0;
+                    } else {
+                        waiting.target = lookup;
+                        next = Some(waiting);
+                        break;
+                    }
+                }
+                if !expired.is_empty() {
+                    this.release(expired).await;
+                }
+                match next {
+                    Some(waiting) => job = waiting,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    /// Gives the leased-ahead deliveries that were never sent back to the queue (shutdown).
+    async fn release_waiting(&self) {
+        self.release(self.gates.take_waiting()).await;
+    }
+
+    /// Gives claimed deliveries that were never sent back to the queue.
+    async fn release(&self, waiting: Vec<Job>) {
+        if waiting.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = waiting.iter().map(|job| job.delivery.id).collect();
+        let leases: Vec<i64> = waiting.iter().map(|job| job.delivery.lease_id).collect();
+        if let Err(error) = claim::release(&self.pool, &ids, &leases).await {
+            tracing::warn!(error = %error, count = ids.len(), "giving back unsent deliveries failed; their leases will expire and they will be attempted then");
         }
     }
 

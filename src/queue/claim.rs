@@ -19,6 +19,13 @@
 //! because then its in-flight count is stale. The rate limit is a GCRA slot (`next_send_at`)
 //! read and advanced by the claim, so nothing ever sleeps holding a worker or a lease.
 //!
+//! `max_in_flight` bounds concurrent requests, not throughput: while one dispatcher alone holds
+//! an endpoint's in-flight rows (`delivery.leased_by`), the fair claim lets it lease up to
+//! [`LEASE_AHEAD`] × `max_in_flight` of them; that dispatcher sends at most `max_in_flight` at
+//! once and starts a leased-ahead row the moment a response is read. Once another dispatcher
+//! holds one of the endpoint's rows, or the endpoint is rate limited, the room is
+//! `max_in_flight` less everything in flight, so the cap holds across instances.
+//!
 //! `per_ticket` endpoints use FIFO lanes ([`claim_lanes`]): only the head (lowest id) of a lane
 //! is eligible, only while nothing of the lane is in flight or scheduled before it; a unique
 //! index makes two in flight impossible. Heads are ranked per endpoint so one statement never
@@ -117,6 +124,19 @@ macro_rules! credit {
     };
 }
 
+/// How many rows of an endpoint one dispatcher may hold leased per `max_in_flight` while no
+/// other dispatcher holds any: the ones beyond the cap wait in that dispatcher, which sends
+/// at most `max_in_flight` at once, so the next request starts the moment a response is read
+/// instead of after the settle's round trip. [`LEASE_AHEAD`] is the same number for Rust.
+macro_rules! lease_ahead {
+    () => {
+        "16"
+    };
+}
+
+/// See `lease_ahead!`: rows one dispatcher may hold leased per `max_in_flight` of an endpoint.
+pub const LEASE_AHEAD: u32 = 16;
+
 /// How many requests the rate limit allows now: one per `1/rate` seconds since the slot
 /// `next_send_at`, at least one when the slot is open.
 macro_rules! rate_slots {
@@ -153,14 +173,17 @@ macro_rules! next_slot {
 /// The fair claim's CTEs, to follow the settle's in one statement (`queue::cycle`). They read
 /// `settled(id, endpoint_id, attempt)` and `endpoints(id, enabled, ...)` from the settle (the
 /// attempts it settles free room in the same statement) and bind `$12` (rows wanted), `$13`
-/// (lease seconds) and `$14` (the cursor: the walk starts after this endpoint id). They end
+/// (lease seconds), `$14` (the cursor: the walk starts after this endpoint id) and `$15` (the
+/// claiming dispatcher's id, which may lease ahead: `lease_ahead!`). They end
 /// in `claimed`, `per_endpoint` and `room`.
 pub(crate) const FAIR_CTES: &str = concat!(
     r"
 freed AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM settled GROUP BY endpoint_id),
 busy AS MATERIALIZED (
-  SELECT i.endpoint_id, i.n - coalesce(f.n, 0) AS n
-  FROM (SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id) i
+  SELECT i.endpoint_id, i.n - coalesce(f.n, 0) AS n, i.others
+  FROM (SELECT endpoint_id, count(*) AS n,
+               count(*) FILTER (WHERE leased_by IS DISTINCT FROM $15) AS others
+        FROM delivery WHERE state = 1 GROUP BY endpoint_id) i
   LEFT JOIN freed f ON f.endpoint_id = i.endpoint_id
 ),
 lane AS (
@@ -180,14 +203,22 @@ walk AS MATERIALIZED (
            AND NOT EXISTS (SELECT 1 FROM endpoints x WHERE x.id = l.endpoint_id AND NOT x.enabled)
            AS live,
          ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
-         coalesce(ep.max_in_flight, 0) - coalesce(b.n, 0) AS room,
+         lim.leasable - coalesce(b.n, 0) AS room,
          ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at
   FROM lane l
   LEFT JOIN endpoint ep ON ep.id = l.endpoint_id
   LEFT JOIN endpoint_queue q ON q.endpoint_id = l.endpoint_id
   LEFT JOIN busy b ON b.endpoint_id = l.endpoint_id
+  -- Lease ahead only while no other dispatcher holds a row of the endpoint, and never for a
+  -- rate-limited one (its sends must go out when their slot was claimed).
+  CROSS JOIN LATERAL (
+    SELECT coalesce(ep.max_in_flight, 0)
+           * CASE WHEN coalesce(b.others, 0) = 0 AND ep.rate_limit_per_second IS NULL
+                  THEN ",
+    lease_ahead!(),
+    r" ELSE 1 END AS leasable) lim
   WHERE NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
-     OR (coalesce(ep.max_in_flight, 0) > coalesce(b.n, 0)
+     OR (lim.leasable > coalesce(b.n, 0)
          AND (q.next_send_at IS NULL OR q.next_send_at <= now()))
   LIMIT 256 -- endpoints with room per claim; the cursor carries the walk on
 ),
@@ -234,7 +265,7 @@ claimed AS (
   UPDATE delivery d
   SET state = 1, attempt = d.attempt + 1,
       lease_until = now() + make_interval(secs => $13),
-      lease_id = nextval('delivery_lease_seq')
+      lease_id = nextval('delivery_lease_seq'), leased_by = $15
   FROM chosen WHERE d.id = chosen.id
   RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
 ),
@@ -347,7 +378,7 @@ claimed AS (
   UPDATE delivery d
   SET state = 1, attempt = d.attempt + 1,
       lease_until = now() + make_interval(secs => $2),
-      lease_id = nextval('delivery_lease_seq')
+      lease_id = nextval('delivery_lease_seq'), leased_by = $4
   FROM picked WHERE d.id = picked.id
   RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
 ),
@@ -402,11 +433,13 @@ pub async fn claim_lanes(
     limit: usize,
     lease_seconds: f64,
     cursor: i64,
+    dispatcher: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     match sqlx::query(CLAIM_LANES)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(lease_seconds)
         .bind(cursor)
+        .bind(dispatcher)
         .fetch_all(pool)
         .await
     {
@@ -464,6 +497,22 @@ SELECT (SELECT count(*) FROM promoted),
         },
         lanes,
     })
+}
+
+/// Gives back claimed rows that were never attempted (a stopping dispatcher's leased-ahead
+/// rows): ready again at once, their attempt not counted. Rows whose lease moved on are left.
+pub async fn release(pool: &PgPool, ids: &[i64], lease_ids: &[i64]) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query(
+        "UPDATE delivery d SET state = 0, attempt = d.attempt - 1, lease_until = NULL, \
+                lease_id = NULL, leased_by = NULL \
+         FROM unnest($1::bigint[], $2::bigint[]) AS r(id, lease_id) \
+         WHERE d.id = r.id AND d.lease_id = r.lease_id AND d.state = 1",
+    )
+    .bind(ids)
+    .bind(lease_ids)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 /// Puts deliveries whose lease expired (their worker died) back to ready. Safe to run from

@@ -49,13 +49,15 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
 }
 
 /// Settles `batch` and claims up to `wanted` due unordered deliveries, leased for
-/// `lease_seconds`, walking endpoints after `cursor` (`i64::MIN` to start from the first).
+/// `lease_seconds` to `dispatcher` (a random id per dispatcher), walking endpoints after
+/// `cursor` (`i64::MIN` to start from the first).
 pub async fn turn(
     pool: &PgPool,
     batch: &[Settlement],
     wanted: usize,
     lease_seconds: f64,
     cursor: i64,
+    dispatcher: i64,
 ) -> Result<Turn, sqlx::Error> {
     let now = chrono::Utc::now();
     let rows = sqlx::query(statement())
@@ -86,6 +88,7 @@ pub async fn turn(
         .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
         .bind(lease_seconds)
         .bind(cursor)
+        .bind(dispatcher)
         .fetch_all(pool)
         .await?;
     let mut turn = Turn::default();
@@ -111,5 +114,5 @@ pub async fn settle(pool: &PgPool, batch: &[Settlement]) -> Result<Settled, sqlx
     if batch.is_empty() {
         return Ok(Settled::default());
     }
-    Ok(turn(pool, batch, 0, 0.0, i64::MIN).await?.settled)
+    Ok(turn(pool, batch, 0, 0.0, i64::MIN, 0).await?.settled)
 }

@@ -557,6 +557,10 @@ pub struct Target {
     pub legacy_signature_header: Option<String>,
     /// Requests per second at most, if limited.
     pub rate_limit_per_second: Option<i32>,
+    /// Concurrent requests at most.
+    pub max_in_flight: i32,
+    /// Disabled endpoints are sent nothing more, not even what was claimed before.
+    pub enabled: bool,
 }
 
 /// Loads the send settings of `keys` (deleted or unknown endpoints are absent).
@@ -572,10 +576,13 @@ pub async fn targets(
         headers: sqlx::types::Json<Map<String, Value>>,
         legacy_signature_header: Option<String>,
         rate_limit_per_second: Option<i32>,
+        max_in_flight: i32,
+        enabled: bool,
         secrets: Vec<Vec<u8>>,
     }
     let rows: Vec<TargetRow> = sqlx::query_as(
         "SELECT e.id, e.url, e.headers, e.legacy_signature_header, e.rate_limit_per_second, \
+                e.max_in_flight, e.enabled, \
                 array(SELECT s.ciphertext FROM endpoint_secret s \
                       WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now()) \
                       ORDER BY s.expires_at IS NULL DESC, s.id DESC) AS secrets \
@@ -614,6 +621,8 @@ pub async fn targets(
                 headers,
                 legacy_signature_header: row.legacy_signature_header,
                 rate_limit_per_second: row.rate_limit_per_second,
+                max_in_flight: row.max_in_flight,
+                enabled: row.enabled,
             },
         );
     }

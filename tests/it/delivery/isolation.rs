@@ -139,3 +139,70 @@ async fn a_rate_limited_endpoint_is_paced() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_in_flight_cap_holds_across_two_instances_leasing_ahead() {
+    let first = TestApp::spawn().await;
+    let second = TestApp::spawn_on(first.db.clone(), |_| {}).await;
+    let client = Client::new(&first).await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(30));
+    client
+        .endpoint(&receiver, json!({ "max_in_flight": 3 }))
+        .await;
+    let events: Vec<_> = (0..150)
+        .map(|i| json!({ "id": format!("cap2-{i}"), "type": "ticket.created", "data": {"n": i} }))
+        .collect();
+    client.ingest(json!({ "events": events })).await;
+    let received = receiver.wait_for(150, Duration::from_secs(30)).await;
+    let mut ids: Vec<_> = received.iter().map(|r| r.event_id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "every event once");
+    assert!(
+        receiver.max_concurrency() <= 3,
+        "the receiver saw {} concurrent requests with max_in_flight 3 and two instances",
+        receiver.max_concurrency()
+    );
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopping_instance_gives_back_what_it_leased_ahead() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(300));
+    let (endpoint, _) = client
+        .endpoint(&receiver, json!({ "max_in_flight": 1 }))
+        .await;
+    let events: Vec<_> = (0..10)
+        .map(|i| json!({ "id": format!("back-{i}"), "type": "ticket.created", "data": {"n": i} }))
+        .collect();
+    client.ingest(json!({ "events": events })).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let db = app.db.clone();
+    app.stop().await;
+    // Only what was being sent may still be leased; the rest is ready for any instance now,
+    // not after a lease runs out, and its attempt was not counted.
+    let key = deskhook::ids::decode(deskhook::ids::Kind::Webhook, &endpoint).expect("id");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let (leased, ready_unattempted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 1), \
+                count(*) FILTER (WHERE state = 0 AND attempt = 0) \
+         FROM delivery WHERE endpoint_id = $1",
+    )
+    .bind(key)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert!(
+        leased <= 1,
+        "{leased} deliveries still leased after the stop"
+    );
+    assert!(
+        ready_unattempted >= 7,
+        "only {ready_unattempted} given back"
+    );
+}
