@@ -7,7 +7,7 @@
 
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -274,6 +274,12 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(error) => body_error(&error.body_text()),
             other => Self::bad_request(other.body_text()),
         }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        body_error(&rejection.body_text())
     }
 }
 

@@ -99,7 +99,9 @@ impl RateLimiter {
             allowed,
             retry_after_seconds: (missing_for_one / refill_per_second).ceil() as u64,
             limit: Some(per_minute),
-            remaining: bucket.tokens.floor() as u32,
+            // The bucket holds a burst above the per-minute limit; the header never says more
+            // than the limit, so `remaining ≤ limit` holds for clients.
+            remaining: (bucket.tokens.floor() as u32).min(per_minute),
             reset_unix: unix_now + until_full.ceil() as u64,
         }
     }
@@ -128,6 +130,22 @@ mod tests {
         let denied = limiter.check(&p);
         assert!(!denied.allowed);
         assert!(denied.retry_after_seconds >= 1);
+    }
+
+    #[test]
+    fn remaining_never_exceeds_the_limit_during_the_burst() {
+        let limiter = RateLimiter::new(RateLimit::PerMinute(60));
+        let p = principal(None);
+        for _ in 0..100 {
+            let decision = limiter.check(&p);
+            assert!(decision.allowed);
+            assert!(
+                decision.remaining <= decision.limit.expect("a limit"),
+                "remaining {} over the limit {:?}",
+                decision.remaining,
+                decision.limit
+            );
+        }
     }
 
     #[test]

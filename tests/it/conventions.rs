@@ -328,7 +328,8 @@ async fn every_v1_answer_carries_rate_limit_headers_and_429_has_retry_after() {
                 .expect("number"),
         );
     }
-    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    // Never more than the limit, even while the burst above it is being spent (review).
+    assert_eq!(remaining, [3, 3, 2, 1, 0]);
 
     let (status, headers, body) = send(api.request(Method::GET, "/tickets")).await;
     assert_eq!(status, 429, "{body}");

@@ -148,3 +148,20 @@ async fn deliveries_ignore_environment_proxies() {
     recorder.abort();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn an_event_batch_over_the_body_cap_gets_the_error_envelope() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let big = "x".repeat(6 * 1024 * 1024);
+    let (status, body) = client
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(json!({ "events": [{ "id": "big", "type": "ticket.created", "data": { "big": big } }] })),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    app.stop().await;
+}
