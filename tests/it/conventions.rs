@@ -345,7 +345,7 @@ async fn every_v1_answer_carries_rate_limit_headers_and_429_has_retry_after() {
     // The limit is per key: another key of the same workspace is not affected.
     let (status, headers, _) = send(other.request(Method::GET, "/tickets")).await;
     assert_eq!(status, 200);
-    assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("4"));
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("3"));
 }
 
 /// Asserts an error answer's status and envelope code.
