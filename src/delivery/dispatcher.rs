@@ -121,6 +121,8 @@ struct Job {
     permit: OwnedSemaphorePermit,
     /// Started later than this, the attempt could outlive the lease: give it back instead.
     start_by: Instant,
+    /// Holds (or, waiting, will hold) a send slot of its endpoint's gate, to pass on when done.
+    gated: bool,
 }
 
 /// This dispatcher's sends to one endpoint.
@@ -140,7 +142,7 @@ struct Gates {
 
 impl Gates {
     /// Returns `job` if it may be sent now; else it waits for a send of its endpoint to end.
-    fn admit(&self, job: Job) -> Option<Job> {
+    fn admit(&self, mut job: Job) -> Option<Job> {
         let cap = match &job.target {
             Lookup::Found(target) => usize::try_from(target.max_in_flight).unwrap_or(1).max(1),
             // Not sent anywhere: ends at once.
@@ -148,6 +150,7 @@ impl Gates {
         };
         let mut endpoints = self.endpoints.lock().expect("gates");
         let gate = endpoints.entry(job.delivery.endpoint_id).or_default();
+        job.gated = true;
         if gate.sending < cap {
             gate.sending += 1;
             Some(job)
@@ -570,6 +573,7 @@ impl Dispatcher {
                 body,
                 permit,
                 start_by,
+                gated: false,
             };
             if let Some(job) = self.gates.admit(job) {
                 self.spawn_sends(job, outcomes.clone());
@@ -589,10 +593,10 @@ impl Dispatcher {
                     target,
                     body,
                     permit,
+                    gated,
                     ..
                 } = job;
                 let endpoint = delivery.endpoint_id;
-                let gated = matches!(target, Lookup::Found(_));
                 let capped = delivery.capped;
                 let mut settlement = this.attempt(delivery, target, body).await;
                 let mut expired = Vec::new();
