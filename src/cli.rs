@@ -97,24 +97,46 @@ fn parse_secret_key(text: &str) -> Result<SecretKey, String> {
     SecretBox::parse_key(text).map(SecretKey)
 }
 
-/// The operator key: the setting, or the key file in the data directory.
-fn secret_box(key: Option<&SecretKey>, data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
-    if let Some(SecretKey(key)) = key {
-        return Ok(SecretBox::new(*key));
+/// The operator key ring: the setting (the data directory's key file, if there is one, stays
+/// readable), or the key file, created on first use; plus `DESKHOOK_SECRET_KEY_PREVIOUS`.
+fn secret_box(
+    key: Option<&SecretKey>,
+    previous: &PreviousKeys,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<SecretBox> {
+    let mut ring = previous.0.clone();
+    let current = match key {
+        Some(SecretKey(key)) => {
+            // Secrets sealed under the generated key before the operator set their own.
+            ring.extend(SecretBox::read_key_file(data_dir)?);
+            *key
+        }
+        None => {
+            let (key, created) = SecretBox::key_file(data_dir)?;
+            if created {
+                tracing::warn!(
+                    path = %data_dir.join(crate::webhooks::secret_box::KEY_FILE).display(),
+                    "generated a key to encrypt webhook secrets at rest; back it up, or set DESKHOOK_SECRET_KEY"
+                );
+            }
+            key
+        }
+    };
+    Ok(SecretBox::with_previous(current, ring))
+}
+
+/// A parsed `DESKHOOK_SECRET_KEY_PREVIOUS` (never printed).
+#[derive(Clone, Default)]
+struct PreviousKeys(Vec<[u8; 32]>);
+
+impl std::fmt::Debug for PreviousKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreviousKeys({} [REDACTED])", self.0.len())
     }
-    let (key, created) = SecretBox::key_file(data_dir).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot read or create {}/secret.key (set DESKHOOK_SECRET_KEY instead): {error}",
-            data_dir.display()
-        )
-    })?;
-    if created {
-        tracing::warn!(
-            path = %data_dir.join("secret.key").display(),
-            "generated a key to encrypt webhook secrets at rest; back it up, or set DESKHOOK_SECRET_KEY"
-        );
-    }
-    Ok(SecretBox::new(key))
+}
+
+fn parse_previous_keys(text: &str) -> Result<PreviousKeys, String> {
+    SecretBox::parse_keys(text).map(PreviousKeys)
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -247,6 +269,10 @@ pub struct ServeArgs {
     /// generated once into the data directory.
     #[arg(long, env = "DESKHOOK_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
     secret_key: Option<SecretKey>,
+    /// Former keys, comma-separated: they only open secrets (re-sealed under the current key
+    /// when read), so the key can be changed without breaking endpoints.
+    #[arg(long, env = "DESKHOOK_SECRET_KEY_PREVIOUS", hide_env_values = true, value_parser = parse_previous_keys, default_value = "")]
+    secret_key_previous: PreviousKeys,
     /// Apply migrations at start (`false` when a separate `deskhook migrate` step does it).
     #[arg(long, env = "DESKHOOK_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     migrate: bool,
@@ -348,8 +374,16 @@ pub fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let secret_box = secret_box(args.secret_key.as_ref(), &args.database.data_dir)?;
+    let secret_box = secret_box(
+        args.secret_key.as_ref(),
+        &args.secret_key_previous,
+        &args.database.data_dir,
+    )?;
     let database = database::Database::open(args.database.settings()).await?;
+    if let Err(error) = check_secret_key(database.url(), &secret_box).await {
+        database.close().await;
+        return Err(error);
+    }
     let config = Config {
         listen: args.listen,
         database_url: database.url().to_owned(),
@@ -381,6 +415,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let result = crate::run(config, listener, shutdown).await;
     database.close().await;
     result
+}
+
+/// Stops the start with one clear line when no key of the ring opens the newest stored
+/// secret. A database that cannot be reached yet is not a reason to stop: `/readyz` says so.
+async fn check_secret_key(url: &str, secret_box: &SecretBox) -> anyhow::Result<()> {
+    let Ok(pool) = database::pool(url, 1) else {
+        return Ok(());
+    };
+    let checked = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::webhooks::check_secret_key(&pool, secret_box),
+    )
+    .await;
+    pool.close().await;
+    match checked {
+        Ok(Err(crate::webhooks::WebhookError::Secret(error))) => Err(anyhow::anyhow!(
+            "{error}: set DESKHOOK_SECRET_KEY to the key the secrets were sealed with, or list it in DESKHOOK_SECRET_KEY_PREVIOUS"
+        )),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "could not check the secret key at start");
+            Ok(())
+        }
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {

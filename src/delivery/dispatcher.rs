@@ -672,12 +672,20 @@ impl Dispatcher {
             match webhooks::targets(&self.pool, &self.secret_box, &missing).await {
                 Ok(loaded) => {
                     let mut cache = self.targets.entries.lock().expect("target cache");
-                    let mut loaded: HashMap<i64, Arc<Target>> =
-                        loaded.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                    let mut loaded = loaded;
                     for key in missing {
-                        let target = loaded.remove(&key);
-                        cache.insert(key, (target.clone(), Instant::now()));
-                        found.insert(key, target.map_or(Lookup::Gone, Lookup::Found));
+                        match loaded.remove(&key) {
+                            // Not cached: the next claim tries again (a key may be added).
+                            Some(Err(error)) => {
+                                tracing::error!(error = %error, webhook.id = %ids::encode(Kind::Webhook, key), "cannot open the endpoint's signing secret; its deliveries count it as a failed attempt");
+                                found.insert(key, Lookup::Unavailable(error.to_string()));
+                            }
+                            target => {
+                                let target = target.and_then(Result::ok).map(Arc::new);
+                                cache.insert(key, (target.clone(), Instant::now()));
+                                found.insert(key, target.map_or(Lookup::Gone, Lookup::Found));
+                            }
+                        }
                     }
                 }
                 Err(error) => {

@@ -23,7 +23,7 @@ use crate::{
     ids::{self, Kind},
     signing::SigningSecret,
 };
-pub use secret_box::SecretBox;
+pub use secret_box::{SecretBox, SecretBoxError};
 
 /// What an endpoint operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum WebhookError {
     Invalid(BTreeMap<String, String>),
     /// A stored secret cannot be opened with the configured operator key.
     #[error(transparent)]
-    Secret(#[from] secret_box::SecretBoxError),
+    Secret(#[from] SecretBoxError),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -489,8 +489,8 @@ pub async fn reveal_secret(
     key: i64,
 ) -> Result<(SigningSecret, Vec<DateTime<Utc>>), WebhookError> {
     get(pool, workspace_id, key).await?;
-    let rows: Vec<(Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT ciphertext, expires_at FROM endpoint_secret \
+    let rows: Vec<(i64, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT id, ciphertext, expires_at FROM endpoint_secret \
          WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
     )
     .bind(key)
@@ -498,10 +498,11 @@ pub async fn reveal_secret(
     .await?;
     let mut current = None;
     let mut previous = Vec::new();
-    for (ciphertext, expires_at) in rows {
+    for (id, ciphertext, expires_at) in rows {
         match expires_at {
             None if current.is_none() => {
                 let text = secret_box.open(&ciphertext)?;
+                reseal_if_stale(pool, secret_box, id, &ciphertext, &text).await;
                 current = SigningSecret::parse(&text).ok();
             }
             Some(at) => previous.push(at),
@@ -563,12 +564,57 @@ pub struct Target {
     pub enabled: bool,
 }
 
-/// Loads the send settings of `keys` (deleted or unknown endpoints are absent).
+/// Re-seals a secret a previous operator key opened under the current one, so the previous
+/// key can be retired. Best effort: a failure leaves it readable as it was, to retry next read.
+async fn reseal_if_stale(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    id: i64,
+    ciphertext: &[u8],
+    plain: &str,
+) {
+    if secret_box.is_current(ciphertext) {
+        return;
+    }
+    let resealed =
+        sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE id = $1 AND ciphertext = $3")
+            .bind(id)
+            .bind(secret_box.seal(plain))
+            .bind(ciphertext)
+            .execute(pool)
+            .await;
+    if let Err(error) = resealed {
+        tracing::warn!(error = %error, "re-sealing a secret under the current key failed; it stays readable with the previous key");
+    }
+}
+
+/// Checks that the key ring opens the newest stored secret, so an instance started with the
+/// wrong `DESKHOOK_SECRET_KEY` stops at once instead of failing every delivery. Nothing to
+/// check (no secret yet, or no schema yet) is fine.
+pub async fn check_secret_key(pool: &PgPool, secret_box: &SecretBox) -> Result<(), WebhookError> {
+    let newest: Option<Vec<u8>> =
+        match sqlx::query_scalar("SELECT ciphertext FROM endpoint_secret ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await
+        {
+            Ok(newest) => newest,
+            // 42P01: the table does not exist yet (migrations have not run).
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => None,
+            Err(error) => return Err(error.into()),
+        };
+    match newest {
+        Some(ciphertext) => secret_box.open(&ciphertext).map(drop).map_err(Into::into),
+        None => Ok(()),
+    }
+}
+
+/// Loads the send settings of `keys` (deleted or unknown endpoints are absent). An endpoint
+/// whose secrets cannot be opened is answered with its own error: it never fails the others.
 pub async fn targets(
     pool: &PgPool,
     secret_box: &SecretBox,
     keys: &[i64],
-) -> Result<HashMap<i64, Target>, WebhookError> {
+) -> Result<HashMap<i64, Result<Target, SecretBoxError>>, WebhookError> {
     #[derive(sqlx::FromRow)]
     struct TargetRow {
         id: i64,
@@ -578,15 +624,18 @@ pub async fn targets(
         rate_limit_per_second: Option<i32>,
         max_in_flight: i32,
         enabled: bool,
+        secret_ids: Vec<i64>,
         secrets: Vec<Vec<u8>>,
     }
     let rows: Vec<TargetRow> = sqlx::query_as(
         "SELECT e.id, e.url, e.headers, e.legacy_signature_header, e.rate_limit_per_second, \
-                e.max_in_flight, e.enabled, \
-                array(SELECT s.ciphertext FROM endpoint_secret s \
-                      WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now()) \
-                      ORDER BY s.expires_at IS NULL DESC, s.id DESC) AS secrets \
-         FROM endpoint e WHERE e.id = ANY($1) AND e.deleted_at IS NULL",
+                e.max_in_flight, e.enabled, s.secret_ids, s.secrets \
+         FROM endpoint e CROSS JOIN LATERAL ( \
+           SELECT coalesce(array_agg(id ORDER BY expires_at IS NULL DESC, id DESC), '{}') AS secret_ids, \
+                  coalesce(array_agg(ciphertext ORDER BY expires_at IS NULL DESC, id DESC), '{}') AS secrets \
+           FROM endpoint_secret \
+           WHERE endpoint_id = e.id AND (expires_at IS NULL OR expires_at > now())) s \
+         WHERE e.id = ANY($1) AND e.deleted_at IS NULL",
     )
     .bind(keys)
     .fetch_all(pool)
@@ -596,14 +645,24 @@ pub async fn targets(
         let Ok(url) = Url::parse(&row.url) else {
             continue;
         };
-        let secrets = row
-            .secrets
-            .iter()
-            .map(|c| secret_box.open(c))
-            .collect::<Result<Vec<_>, _>>()?
-            .iter()
-            .filter_map(|text| SigningSecret::parse(text).ok())
-            .collect::<Vec<_>>();
+        let mut secrets = Vec::with_capacity(row.secrets.len());
+        let mut unreadable = None;
+        for (id, ciphertext) in row.secret_ids.iter().zip(&row.secrets) {
+            match secret_box.open(ciphertext) {
+                Ok(text) => {
+                    reseal_if_stale(pool, secret_box, *id, ciphertext, &text).await;
+                    secrets.extend(SigningSecret::parse(&text).ok());
+                }
+                Err(error) => {
+                    unreadable = Some(error);
+                    break;
+                }
+            }
+        }
+        if let Some(error) = unreadable {
+            out.insert(row.id, Err(error));
+            continue;
+        }
         if secrets.is_empty() {
             continue;
         }
@@ -615,7 +674,7 @@ pub async fn targets(
             .collect();
         out.insert(
             row.id,
-            Target {
+            Ok(Target {
                 url,
                 secrets,
                 headers,
@@ -623,7 +682,7 @@ pub async fn targets(
                 rate_limit_per_second: row.rate_limit_per_second,
                 max_in_flight: row.max_in_flight,
                 enabled: row.enabled,
-            },
+            }),
         );
     }
     Ok(out)

@@ -1,11 +1,19 @@
-//! Encryption of endpoint secrets at rest (XChaCha20-Poly1305 under the operator key).
+//! Encryption of endpoint secrets at rest (XChaCha20-Poly1305 under the operator key ring).
 //!
 //! The operator key comes from `DESKHOOK_SECRET_KEY` (base64 or hex of 32 bytes); with none
 //! set, one is generated once into the data directory and the log says so. Stored form:
 //! `fingerprint (4 bytes) || nonce (24) || ciphertext`. The fingerprint names the key, so a
-//! wrong key is a clear error instead of garbage.
+//! wrong key is a clear error instead of garbage, and a ring of keys opens each secret with
+//! the key that sealed it.
+//!
+//! The ring is the current key (which seals) and previous keys (which only open): the ones in
+//! `DESKHOOK_SECRET_KEY_PREVIOUS` and the data directory's key file when an operator key is set,
+//! so moving from the generated key to one's own breaks nothing. Callers re-seal what a
+//! previous key opened ([`SecretBox::is_current`]). The key file is never overwritten: an
+//! unreadable or damaged one stops the process, since every secret sealed under it would be
+//! lost with it.
 
-use std::{fmt, path::Path};
+use std::{fmt, io, path::Path};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use chacha20poly1305::{
@@ -15,11 +23,31 @@ use chacha20poly1305::{
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-/// The operator key.
+/// The name of the key file in the data directory.
+pub const KEY_FILE: &str = "secret.key";
+
+/// One key of the ring.
 #[derive(Clone)]
-pub struct SecretBox {
+struct Key {
     cipher: XChaCha20Poly1305,
     fingerprint: [u8; 4],
+}
+
+impl Key {
+    fn new(key: [u8; 32]) -> Self {
+        let digest = Sha256::digest(key);
+        Self {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+            fingerprint: [digest[0], digest[1], digest[2], digest[3]],
+        }
+    }
+}
+
+/// The operator key ring: one current key that seals, previous keys that still open.
+#[derive(Clone)]
+pub struct SecretBox {
+    current: Key,
+    previous: Vec<Key>,
 }
 
 impl fmt::Debug for SecretBox {
@@ -31,21 +59,67 @@ impl fmt::Debug for SecretBox {
 /// Why a stored secret cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretBoxError {
-    /// Stored under another operator key.
-    #[error("the secret was encrypted with another DESKHOOK_SECRET_KEY")]
+    /// Stored under a key that is not in the ring.
+    #[error(
+        "the secret was encrypted with a key that is neither DESKHOOK_SECRET_KEY nor in DESKHOOK_SECRET_KEY_PREVIOUS"
+    )]
     WrongKey,
     /// Damaged.
     #[error("the stored secret is damaged")]
     Damaged,
 }
 
+/// Why the key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// It exists but cannot be read (permissions, a directory, ...).
+    #[error(
+        "cannot read {path}: {source}; fix it or set DESKHOOK_SECRET_KEY (it is never overwritten)"
+    )]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// It holds no key.
+    #[error("{path} holds no key ({why}); restore it from a backup (it is never overwritten)")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// It could not be created.
+    #[error("cannot create {path}: {source}; set DESKHOOK_SECRET_KEY instead")]
+    Create {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
 impl SecretBox {
-    /// A box with the given 32-byte key.
+    /// A ring of one key.
     pub fn new(key: [u8; 32]) -> Self {
-        let digest = Sha256::digest(key);
+        Self::with_previous(key, [])
+    }
+
+    /// A ring that seals with `current` and still opens what `previous` sealed.
+    pub fn with_previous(current: [u8; 32], previous: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        let current = Key::new(current);
+        let mut ring: Vec<Key> = Vec::new();
+        for key in previous.into_iter().map(Key::new) {
+            if key.fingerprint != current.fingerprint
+                && ring.iter().all(|k| k.fingerprint != key.fingerprint)
+            {
+                ring.push(key);
+            }
+        }
         Self {
-            cipher: XChaCha20Poly1305::new(&key.into()),
-            fingerprint: [digest[0], digest[1], digest[2], digest[3]],
+            current,
+            previous: ring,
         }
     }
 
@@ -69,53 +143,113 @@ impl SecretBox {
             .map_err(|_| "expected exactly 32 bytes".to_owned())
     }
 
-    /// The key in `dir/secret.key`, created on first use. Returns the key and whether it was
-    /// created now.
-    pub fn key_file(dir: &Path) -> std::io::Result<([u8; 32], bool)> {
-        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-        let path = dir.join("secret.key");
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(key) = Self::parse_key(&text)
-        {
-            return Ok((key, false));
-        }
-        std::fs::create_dir_all(dir)?;
-        let mut key = [0_u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(STANDARD.encode(key).as_bytes())?;
-        Ok((key, true))
+    /// Parses `DESKHOOK_SECRET_KEY_PREVIOUS`: keys as [`SecretBox::parse_key`] reads them,
+    /// separated by commas.
+    pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .enumerate()
+            .map(|(i, part)| Self::parse_key(part).map_err(|why| format!("key {}: {why}", i + 1)))
+            .collect()
     }
 
-    /// Encrypts `plain`.
+    /// The key in `dir/secret.key`, if the file exists. An unreadable or damaged file is an
+    /// error, never a reason to make a new key.
+    pub fn read_key_file(dir: &Path) -> Result<Option<[u8; 32]>, KeyFileError> {
+        let path = dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse_key(&text)
+                .map(Some)
+                .map_err(|why| KeyFileError::Damaged {
+                    path: path.display().to_string(),
+                    why,
+                }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeyFileError::Unreadable {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The key in `dir/secret.key`, created on first use. Returns the key and whether it was
+    /// created now. Creation is atomic and never replaces a file: the key is written to a
+    /// private temporary file, synced, then linked into place, so two processes starting at
+    /// once agree on the one that landed first.
+    pub fn key_file(dir: &Path) -> Result<([u8; 32], bool), KeyFileError> {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        if let Some(key) = Self::read_key_file(dir)? {
+            return Ok((key, false));
+        }
+        let path = dir.join(KEY_FILE);
+        let create = |source: io::Error| KeyFileError::Create {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(create)?;
+        let mut key = [0_u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let temporary = dir.join(format!(".{KEY_FILE}.{}.tmp", rand::random::<u64>()));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(STANDARD.encode(key).as_bytes())?;
+            file.sync_all()?;
+            std::fs::hard_link(&temporary, &path)
+        })();
+        let _ = std::fs::remove_file(&temporary);
+        match written {
+            Ok(()) => {
+                // The link is durable once the directory is.
+                if let Ok(directory) = std::fs::File::open(dir) {
+                    let _ = directory.sync_all();
+                }
+                Ok((key, true))
+            }
+            // Another process created it first: use theirs.
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Self::read_key_file(dir)?
+                .map(|key| (key, false))
+                .ok_or_else(|| create(error)),
+            Err(error) => Err(create(error)),
+        }
+    }
+
+    /// Encrypts `plain` under the current key.
     pub fn seal(&self, plain: &str) -> Vec<u8> {
         let mut nonce = [0_u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
+            .current
             .cipher
             .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
             .expect("encryption of a short secret cannot fail");
         let mut out = Vec::with_capacity(4 + 24 + sealed.len());
-        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.current.fingerprint);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
     }
 
-    /// Decrypts what [`SecretBox::seal`] produced.
+    /// Whether `stored` was sealed under the current key; a secret a previous key opened is
+    /// worth re-sealing.
+    pub fn is_current(&self, stored: &[u8]) -> bool {
+        stored.get(..4) == Some(&self.current.fingerprint[..])
+    }
+
+    /// Decrypts what [`SecretBox::seal`] produced under any key of the ring.
     pub fn open(&self, stored: &[u8]) -> Result<String, SecretBoxError> {
         if stored.len() < 28 {
             return Err(SecretBoxError::Damaged);
         }
-        if stored[..4] != self.fingerprint {
-            return Err(SecretBoxError::WrongKey);
-        }
-        let plain = self
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|key| stored[..4] == key.fingerprint)
+            .ok_or(SecretBoxError::WrongKey)?;
+        let plain = key
             .cipher
             .decrypt(XNonce::from_slice(&stored[4..28]), &stored[28..])
             .map_err(|_| SecretBoxError::Damaged)?;
@@ -155,5 +289,91 @@ mod tests {
         assert_eq!(SecretBox::parse_key(&hex::encode(key)), Ok(key));
         assert_eq!(SecretBox::parse_key(&STANDARD.encode(key)), Ok(key));
         assert!(SecretBox::parse_key("short").is_err());
+    }
+
+    fn scratch_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("deskhook-key-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_refused_and_never_overwritten() {
+        let dir = scratch_dir();
+        let path = dir.join("secret.key");
+        std::fs::write(&path, "half a key").expect("write");
+        assert!(
+            SecretBox::key_file(&dir).is_err(),
+            "a damaged key file must stop the start"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("still there"),
+            "half a key",
+            "the key file was overwritten"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_unreadable_key_file_is_refused_and_never_replaced() {
+        let dir = scratch_dir();
+        // A directory where the file should be cannot be read, even by root.
+        std::fs::create_dir(dir.join("secret.key")).expect("mkdir");
+        assert!(
+            SecretBox::key_file(&dir).is_err(),
+            "an unreadable key file must stop the start"
+        );
+        assert!(dir.join("secret.key").is_dir(), "the key file was replaced");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn processes_creating_the_key_file_at_once_agree_on_one_key() {
+        let dir = scratch_dir();
+        let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| SecretBox::key_file(&dir).expect("key").0))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert!(
+            keys.iter().all(|k| *k == keys[0]),
+            "two keys were handed out"
+        );
+        let on_disk = std::fs::read_to_string(dir.join("secret.key")).expect("file");
+        assert_eq!(SecretBox::parse_key(&on_disk).expect("parses"), keys[0]);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("secret.key"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers = std::fs::read_dir(&dir).expect("list").count();
+        assert_eq!(leftovers, 1, "temporary files were left behind");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_previous_key_still_opens_and_the_current_one_seals() {
+        let (old, new) = ([1_u8; 32], [2_u8; 32]);
+        let sealed_before = SecretBox::new(old).seal("whsec_old");
+        let ring = SecretBox::with_previous(new, [old]);
+        assert_eq!(ring.open(&sealed_before).expect("opens"), "whsec_old");
+        assert!(!ring.is_current(&sealed_before), "worth re-sealing");
+        let resealed = ring.seal("whsec_old");
+        assert!(ring.is_current(&resealed));
+        assert!(matches!(
+            SecretBox::new(old).open(&resealed),
+            Err(SecretBoxError::WrongKey)
+        ));
+        assert_eq!(
+            SecretBox::parse_keys(&format!(" {} ,{}", hex::encode(old), STANDARD.encode(new)))
+                .expect("parses"),
+            vec![old, new]
+        );
+        assert!(SecretBox::parse_keys("nope").is_err());
     }
 }

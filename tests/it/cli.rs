@@ -179,3 +179,121 @@ fn missing_server_binaries_say_which_package_to_install() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&empty_bin);
 }
+
+/// `serve` on `data_dir` with extra settings, its stderr in `log`.
+fn serve_with(data_dir: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut command = deskhook();
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DESKHOOK_DATA_DIR", data_dir)
+        .env("DESKHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().expect("start deskhook")
+}
+
+async fn revealed_secret(port: u16, key: &str, webhook: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/webhooks/{webhook}/secret"
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("reveal")
+}
+
+#[tokio::test]
+async fn changing_the_operator_key_keeps_every_endpoint_and_a_wrong_key_stops_the_start() {
+    let data_dir = temp_dir("rekey");
+    let port = free_port();
+    let created = deskhook()
+        .args(["workspace", "create", "rekey"])
+        .env("DESKHOOK_DATA_DIR", &data_dir)
+        .output()
+        .expect("workspace create");
+    assert!(created.status.success(), "{created:?}");
+    let created: serde_json::Value =
+        serde_json::from_slice(&created.stdout).expect("one JSON line");
+    let api_key = created["api_key"].as_str().expect("api_key").to_owned();
+
+    // 1. The generated key (no DESKHOOK_SECRET_KEY): an endpoint and its secret.
+    let mut service = serve_with(&data_dir, port, &data_dir.join("1.log"), &[]);
+    wait_ready(port, &mut service).await;
+    let endpoint: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
+        .bearer_auth(&api_key)
+        .json(&serde_json::json!({"url": "http://127.0.0.1:9/hook"}))
+        .send()
+        .await
+        .expect("create webhook")
+        .json()
+        .await
+        .expect("json");
+    let webhook = endpoint["data"]["id"].as_str().expect("id").to_owned();
+    let secret = endpoint["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert!(terminate(&mut service).success());
+
+    // 2. The operator sets their own key, as the README says: the endpoint keeps its secret.
+    let own_key = "11".repeat(32);
+    let mut service = serve_with(
+        &data_dir,
+        port,
+        &data_dir.join("2.log"),
+        &[("DESKHOOK_SECRET_KEY", &own_key)],
+    );
+    wait_ready(port, &mut service).await;
+    let answer = revealed_secret(port, &api_key, &webhook).await;
+    assert_eq!(
+        answer.status(),
+        200,
+        "the secret is lost after setting a key"
+    );
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(body["data"]["secret"], secret.as_str());
+    assert!(terminate(&mut service).success());
+
+    // 3. A key that opens nothing stops the start with one clear line.
+    std::fs::remove_file(data_dir.join("secret.key")).expect("remove the generated key");
+    let other_key = "22".repeat(32);
+    let output = deskhook()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DESKHOOK_DATA_DIR", &data_dir)
+        .env("DESKHOOK_SECRET_KEY", &other_key)
+        .output()
+        .expect("run deskhook");
+    assert!(
+        !output.status.success(),
+        "started with a key that opens nothing"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.contains("DESKHOOK_SECRET_KEY_PREVIOUS"), "{stderr}");
+    assert!(!stderr.contains(&own_key), "the key was printed: {stderr}");
+
+    // 4. Rotating on: the read in step 2 re-sealed the secret under the operator's key, so
+    // listing that one as previous is enough without the generated key file.
+    let mut service = serve_with(
+        &data_dir,
+        port,
+        &data_dir.join("4.log"),
+        &[
+            ("DESKHOOK_SECRET_KEY", &other_key),
+            ("DESKHOOK_SECRET_KEY_PREVIOUS", &own_key),
+        ],
+    );
+    wait_ready(port, &mut service).await;
+    let answer = revealed_secret(port, &api_key, &webhook).await;
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(body["data"]["secret"], secret.as_str());
+    assert!(terminate(&mut service).success());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -165,3 +165,52 @@ async fn an_event_batch_over_the_body_cap_gets_the_error_envelope() {
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_secret_no_key_opens_fails_only_its_own_endpoint_and_ends_dead() {
+    let app = super::fast_retry_app("1s").await;
+    let client = Client::new(&app).await;
+    let broken = Receiver::start().await;
+    let healthy = Receiver::start().await;
+    let (broken_id, _) = client.endpoint(&broken, json!({})).await;
+    client.endpoint(&healthy, json!({})).await;
+    // One endpoint's secret was sealed under a key this instance does not have (another
+    // instance's generated key, or an operator key that was replaced).
+    sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE endpoint_id = $1")
+        .bind(ids::decode(Kind::Webhook, &broken_id).expect("key"))
+        .bind(
+            deskhook::webhooks::SecretBox::new([9; 32])
+                .seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        )
+        .execute(&app.pool)
+        .await
+        .expect("foreign seal");
+    // One event for both: its deliveries are enqueued together, so one claim takes both.
+    let accepted = client
+        .ingest(json!({ "events": [event("b1", "ticket.created")] }))
+        .await;
+    let received = healthy.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        received[0].header("deskhook-attempt"),
+        "1",
+        "the healthy endpoint's first attempt failed with the other one's secret"
+    );
+    let listed = client
+        .get(&format!(
+            "/v1/deliveries?event_id={}&webhook_id={broken_id}",
+            accepted[0]["id"].as_str().expect("id")
+        ))
+        .await;
+    let delivery = listed["data"][0]["id"]
+        .as_str()
+        .expect("delivery")
+        .to_owned();
+    // Counted against the schedule ("1s": two attempts), so it ends dead and visible.
+    let dead = client
+        .wait_delivery(&delivery, "dead", Duration::from_secs(20))
+        .await;
+    let log = dead["attempt_log"].to_string();
+    assert!(log.contains("could not be read"), "{log}");
+    assert!(broken.received().is_empty(), "sent without a signature key");
+    app.stop().await;
+}
