@@ -200,7 +200,11 @@ fn classify(error: &reqwest::Error) -> (OutcomeKind, String) {
         chain.push(current.to_string());
         source = current.source();
     }
-    let text = chain.join(": ");
+    let mut text = chain.join(": ");
+    // reqwest names the whole URL; query values are often capability tokens.
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), &redacted(url));
+    }
     let lower = text.to_ascii_lowercase();
     let kind = if error.is_timeout() {
         OutcomeKind::Timeout
@@ -211,6 +215,27 @@ fn classify(error: &reqwest::Error) -> (OutcomeKind, String) {
         OutcomeKind::ConnectError
     };
     (kind, truncate(&text, 500))
+}
+
+/// `url` fit for logs and attempt logs: no userinfo, and every query value replaced, since
+/// receivers put tokens there (`…/catch/123/?token=…`). Paths are kept: they say which
+/// receiver it is.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    if url.query().is_some() {
+        let names: Vec<String> = url
+            .query_pairs()
+            .map(|(name, _)| name.into_owned())
+            .collect();
+        shown
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(names.iter().map(|name| (name.as_str(), "REDACTED")));
+    }
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -259,5 +284,47 @@ impl Resolve for GuardedResolver {
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_userinfo_and_query_values_and_keeps_the_rest() {
+        let url =
+            Url::parse("https://user:pw@hooks.example.com:8443/catch/123/?token=SECRET&x=1#frag")
+                .expect("url");
+        let shown = redacted(&url);
+        assert_eq!(
+            shown,
+            "https://hooks.example.com:8443/catch/123/?token=REDACTED&x=REDACTED"
+        );
+        let plain = Url::parse("http://127.0.0.1:9/hook").expect("url");
+        assert_eq!(redacted(&plain), "http://127.0.0.1:9/hook");
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_never_names_the_query_token() {
+        // A closed loopback port: the request fails the way a dead receiver does.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let client = DeliveryClient::new(
+            AddressGuard::new(vec!["127.0.0.0/8".parse().expect("net")]),
+            Duration::from_secs(5),
+            None,
+        );
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/hook?token=SECRET")).expect("url");
+        let response = client
+            .post(&url, HeaderMap::new(), bytes::Bytes::from_static(b"{}"))
+            .await;
+        assert_eq!(response.kind, OutcomeKind::ConnectError);
+        let error = response.error.expect("an error");
+        assert!(!error.contains("SECRET"), "{error}");
+        assert!(error.contains("token=REDACTED"), "{error}");
     }
 }

@@ -198,11 +198,38 @@ impl Gates {
     }
 }
 
+/// When this dispatcher may next send to each rate-limited endpoint. The claim hands out a
+/// rate-limited endpoint's rows one slot (`1/rate`) apart, but the time from claim to request
+/// varies by a few milliseconds: a request that would go out sooner than `1/rate` after the
+/// previous one waits out the difference (never more than one interval), so a limit of N/s
+/// means at most N requests in any second, not just on average.
+#[derive(Default)]
+struct Pacing {
+    next_send: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Pacing {
+    /// How long a request to `endpoint` (limited to `rate`/s) must wait; reserves its slot.
+    fn reserve(&self, endpoint: i64, rate: i32) -> Duration {
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let now = Instant::now();
+        let mut next_send = self.next_send.lock().expect("pacing");
+        if next_send.len() > 4_096 {
+            next_send.retain(|_, at| *at > now);
+        }
+        let slot = next_send.get(&endpoint).copied().unwrap_or(now).max(now);
+        let wait = (slot - now).min(interval);
+        next_send.insert(endpoint, now + wait + interval);
+        wait
+    }
+}
+
 /// The dispatcher of one instance.
 pub struct Dispatcher {
     /// Marks the rows this dispatcher leases (`delivery.leased_by`), random per process.
     id: i64,
     gates: Gates,
+    pacing: Pacing,
     pool: PgPool,
     client: DeliveryClient,
     secret_box: SecretBox,
@@ -271,6 +298,7 @@ impl Dispatcher {
         Self {
             id: rand::thread_rng().gen_range(1..i64::MAX),
             gates: Gates::default(),
+            pacing: Pacing::default(),
             pool,
             client,
             secret_box,
@@ -701,9 +729,16 @@ impl Dispatcher {
 
     /// One attempt: sign, POST, classify.
     async fn attempt(&self, delivery: Claimed, target: Lookup, body: Bytes) -> Settlement {
-        let started_at = Utc::now();
         let (verdict, reason) = match target {
-            Lookup::Found(target) => return self.send(delivery, &target, body, started_at).await,
+            Lookup::Found(target) => {
+                if let Some(rate) = target.rate_limit_per_second {
+                    let wait = self.pacing.reserve(delivery.endpoint_id, rate);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                return self.send(delivery, &target, body, Utc::now()).await;
+            }
             Lookup::Gone => (Verdict::Dead, "the endpoint was deleted".to_owned()),
             // Counted against the schedule like a failed request: a secret no key opens ends
             // dead and visible, never retried every few seconds forever.
@@ -721,7 +756,7 @@ impl Dispatcher {
             duration: Duration::ZERO,
         };
         // No request was attempted: logged in the attempt log, not counted in the metrics.
-        self.finish(&delivery, verdict, started_at, response)
+        self.finish(&delivery, verdict, Utc::now(), response)
     }
 
     /// Signs and POSTs one delivery, and decides what becomes of it.
@@ -946,5 +981,32 @@ pub async fn run_lease_reaper(
             }
             Err(error) => tracing::debug!(error = %error, "lease reaper could not run"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_spaces_requests_one_interval_apart_and_never_waits_longer() {
+        let pacing = Pacing::default();
+        assert_eq!(
+            pacing.reserve(1, 1),
+            Duration::ZERO,
+            "the first goes at once"
+        );
+        let second = pacing.reserve(1, 1);
+        assert!(
+            second > Duration::from_millis(900) && second <= Duration::from_secs(1),
+            "{second:?}"
+        );
+        // Even far ahead, one interval is the most a request waits.
+        assert!(pacing.reserve(1, 1) <= Duration::from_secs(1));
+        assert_eq!(
+            pacing.reserve(2, 1),
+            Duration::ZERO,
+            "endpoints are paced apart"
+        );
     }
 }

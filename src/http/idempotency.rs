@@ -13,6 +13,10 @@
 //!   seconds at most), then gets a 409: the request never runs twice at once. A claim whose
 //!   instance died is taken over after its lease ([`LEASE_SECONDS`]).
 //!
+//! - Stored answer bodies are sealed with the operator key ring, like endpoint secrets: the
+//!   answers of `POST /v1/api-keys` and `POST /v1/webhooks` carry a key or a secret, and the
+//!   table must never hold one readable (security review H5).
+//!
 //! Requests without the header, and every method but `POST`, pass straight through: ingest is
 //! hot and must pay nothing for this. This module must never hold a database connection while
 //! the handler runs, and must never store or replay across API keys. It owns the
@@ -36,7 +40,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
 use super::{ApiError, AppState, error::body_error};
-use crate::auth::Principal;
+use crate::{auth::Principal, webhooks::SecretBox};
 
 /// The request header.
 pub const KEY_HEADER: &str = "idempotency-key";
@@ -80,7 +84,8 @@ pub async fn idempotent_post(
         // Not authenticated: the handler's own extractor answers 401.
         return next.run(request).await;
     };
-    match run_once(&state.pool, api_key_id, &key, request, next).await {
+    let secret_box = &state.config.secret_box;
+    match run_once(&state.pool, secret_box, api_key_id, &key, request, next).await {
         Ok(response) | Err(Failure::Answer(response)) => response,
         Err(Failure::Error(error)) => error.into_response(),
     }
@@ -134,6 +139,7 @@ fn is_stored(status: StatusCode) -> bool {
 
 async fn run_once(
     pool: &PgPool,
+    secret_box: &SecretBox,
     api_key_id: i64,
     key: &str,
     request: Request,
@@ -155,7 +161,7 @@ async fn run_once(
             purge_now_and_then(pool);
             break;
         }
-        match store::find(pool, api_key_id, key).await? {
+        match store::find(pool, secret_box, api_key_id, key).await? {
             // Gone (its first request failed with a 5xx, or it expired): claim again.
             None => {}
             Some(found) if found.request_hash != hash => {
@@ -179,11 +185,17 @@ async fn run_once(
     }
 
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    Ok(remember(pool, api_key_id, key, response).await)
+    Ok(remember(pool, secret_box, api_key_id, key, response).await)
 }
 
 /// Stores `response` under the claimed key (or releases the claim) and returns it unchanged.
-async fn remember(pool: &PgPool, api_key_id: i64, key: &str, response: Response) -> Response {
+async fn remember(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    api_key_id: i64,
+    key: &str,
+    response: Response,
+) -> Response {
     let status = response.status();
     if !is_stored(status) {
         release(pool, api_key_id, key).await;
@@ -197,7 +209,7 @@ async fn remember(pool: &PgPool, api_key_id: i64, key: &str, response: Response)
             headers: stored_headers(&parts.headers),
             body: kept.to_vec(),
         };
-        if let Err(error) = store::finish(pool, api_key_id, key, &answer).await {
+        if let Err(error) = store::finish(pool, secret_box, api_key_id, key, &answer).await {
             tracing::warn!(error = %error, "could not store an idempotent answer");
         }
         return Response::from_parts(parts, Body::from(kept));
@@ -311,6 +323,7 @@ mod store {
     use sqlx::PgPool;
 
     use super::{LEASE_SECONDS, RETENTION_HOURS};
+    use crate::{http::ApiError, webhooks::SecretBox};
 
     /// A stored answer.
     pub(super) struct Answer {
@@ -358,27 +371,41 @@ mod store {
         Ok(claimed.is_some())
     }
 
-    /// The live (unexpired) key, if any.
+    /// The live (unexpired) key, if any. A stored answer no key of the ring opens (the
+    /// operator key changed without keeping the old one) is a 409: running the request again
+    /// could do it twice.
     pub(super) async fn find(
         pool: &PgPool,
+        secret_box: &SecretBox,
         api_key_id: i64,
         key: &str,
-    ) -> Result<Option<Found>, sqlx::Error> {
-        type Row = (Vec<u8>, Option<i16>, Option<Value>, Option<Vec<u8>>);
+    ) -> Result<Option<Found>, ApiError> {
+        type Row = (Vec<u8>, Option<i16>, Option<Value>, Option<Vec<u8>>, bool);
         let row: Option<Row> = sqlx::query_as(
-            "SELECT request_hash, status, headers, body FROM idempotency_key
+            "SELECT request_hash, status, headers, body, body_sealed FROM idempotency_key
               WHERE api_key_id = $1 AND idem_key = $2 AND expires_at > now()",
         )
         .bind(api_key_id)
         .bind(key)
         .fetch_optional(pool)
         .await?;
-        Ok(row.map(|(request_hash, status, headers, body)| Found {
+        let Some((request_hash, status, headers, body, sealed)) = row else {
+            return Ok(None);
+        };
+        let body = match body {
+            Some(body) if sealed => secret_box.open_bytes(&body).map_err(|_| {
+                ApiError::conflict(
+                    "The first answer to this Idempotency-Key cannot be read with the current secret keys",
+                )
+            })?,
+            body => body.unwrap_or_default(),
+        };
+        Ok(Some(Found {
             request_hash,
             answer: status.map(|status| Answer {
                 status: u16::try_from(status).unwrap_or(200),
                 headers: headers.unwrap_or(Value::Null),
-                body: body.unwrap_or_default(),
+                body,
             }),
         }))
     }
@@ -386,19 +413,20 @@ mod store {
     /// Stores the answer of a claimed key.
     pub(super) async fn finish(
         pool: &PgPool,
+        secret_box: &SecretBox,
         api_key_id: i64,
         key: &str,
         answer: &Answer,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE idempotency_key SET status = $3, headers = $4, body = $5
+            "UPDATE idempotency_key SET status = $3, headers = $4, body = $5, body_sealed = true
               WHERE api_key_id = $1 AND idem_key = $2 AND status IS NULL",
         )
         .bind(api_key_id)
         .bind(key)
         .bind(i16::try_from(answer.status).unwrap_or(500))
         .bind(&answer.headers)
-        .bind(&answer.body)
+        .bind(secret_box.seal_bytes(&answer.body))
         .execute(pool)
         .await?;
         Ok(())

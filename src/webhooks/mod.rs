@@ -513,6 +513,10 @@ pub async fn reveal_secret(
     Ok((current, previous))
 }
 
+/// Rotated-out secrets that keep signing at most, per endpoint (as Svix keeps): a rotation
+/// beyond that retires the oldest at once.
+pub const MAX_PREVIOUS_SECRETS: i64 = 5;
+
 /// Replaces the current secret; the old one keeps signing until `expire_in` from now.
 pub async fn rotate_secret(
     pool: &PgPool,
@@ -529,6 +533,20 @@ pub async fn rotate_secret(
     )
     .bind(key)
     .bind(expire_in.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    // Every live secret signs every delivery: keep the newest few rotated-out ones and drop
+    // the expired, so rotating in a loop cannot multiply the work of each send.
+    sqlx::query(
+        "DELETE FROM endpoint_secret \
+         WHERE endpoint_id = $1 AND expires_at IS NOT NULL \
+           AND (expires_at <= now() \
+                OR id NOT IN (SELECT id FROM endpoint_secret \
+                              WHERE endpoint_id = $1 AND expires_at > now() \
+                              ORDER BY id DESC LIMIT $2))",
+    )
+    .bind(key)
+    .bind(MAX_PREVIOUS_SECRETS)
     .execute(&mut *tx)
     .await?;
     let secret = SigningSecret::generate();

@@ -220,13 +220,18 @@ impl SecretBox {
 
     /// Encrypts `plain` under the current key.
     pub fn seal(&self, plain: &str) -> Vec<u8> {
+        self.seal_bytes(plain.as_bytes())
+    }
+
+    /// Encrypts any bytes under the current key (stored answers that may carry a secret).
+    pub fn seal_bytes(&self, plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0_u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
             .current
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
-            .expect("encryption of a short secret cannot fail");
+            .encrypt(XNonce::from_slice(&nonce), plain)
+            .expect("encryption in memory cannot fail");
         let mut out = Vec::with_capacity(4 + 24 + sealed.len());
         out.extend_from_slice(&self.current.fingerprint);
         out.extend_from_slice(&nonce);
@@ -242,6 +247,11 @@ impl SecretBox {
 
     /// Decrypts what [`SecretBox::seal`] produced under any key of the ring.
     pub fn open(&self, stored: &[u8]) -> Result<String, SecretBoxError> {
+        String::from_utf8(self.open_bytes(stored)?).map_err(|_| SecretBoxError::Damaged)
+    }
+
+    /// Decrypts what [`SecretBox::seal_bytes`] produced under any key of the ring.
+    pub fn open_bytes(&self, stored: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
         if stored.len() < 28 {
             return Err(SecretBoxError::Damaged);
         }
@@ -249,11 +259,9 @@ impl SecretBox {
             .chain(&self.previous)
             .find(|key| stored[..4] == key.fingerprint)
             .ok_or(SecretBoxError::WrongKey)?;
-        let plain = key
-            .cipher
+        key.cipher
             .decrypt(XNonce::from_slice(&stored[4..28]), &stored[28..])
-            .map_err(|_| SecretBoxError::Damaged)?;
-        String::from_utf8(plain).map_err(|_| SecretBoxError::Damaged)
+            .map_err(|_| SecretBoxError::Damaged)
     }
 }
 

@@ -622,3 +622,93 @@ async fn an_expired_idempotency_key_is_never_replayed() {
     assert!(replayed(&headers));
     assert_eq!(third, second);
 }
+
+/// Every API key (`api_key`) and signing secret (`secret`) in `value`; a key's `prefix` is
+/// shown on purpose and is no credential.
+fn credentials_in(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| credentials_in(item, found)),
+        Value::Object(fields) => {
+            for (name, item) in fields {
+                match item.as_str() {
+                    Some(text) if name == "api_key" || name == "secret" => {
+                        found.push(text.to_owned());
+                    }
+                    _ => credentials_in(item, found),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn answers_that_carry_a_credential_are_never_stored_readable() {
+    let app = TestApp::spawn_with(|config| {
+        config.allow_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    })
+    .await;
+    let api = app.api("acme").await;
+    let mut shown = Vec::new();
+    let mut posted = Vec::new();
+    let (status, _, key) =
+        post_with_key(&api, "/api-keys", "k1", &json!({"scopes": ["read"]})).await;
+    assert_eq!(status, 201, "{key}");
+    posted.push((
+        "/api-keys".to_owned(),
+        "k1",
+        json!({"scopes": ["read"]}),
+        key.clone(),
+    ));
+    let rotate_key = format!(
+        "/api-keys/{}/rotate",
+        key["data"]["id"].as_str().expect("id")
+    );
+    let (status, _, rotated) = post_with_key(&api, &rotate_key, "k2", &json!({})).await;
+    assert_eq!(status, 201, "{rotated}");
+    posted.push((rotate_key, "k2", json!({}), rotated));
+    let hook = json!({"url": "http://127.0.0.1:9/hook"});
+    let (status, _, webhook) = post_with_key(&api, "/webhooks", "k3", &hook).await;
+    assert_eq!(status, 201, "{webhook}");
+    let rotate_secret = format!(
+        "/webhooks/{}/rotate-secret",
+        webhook["data"]["id"].as_str().expect("id")
+    );
+    posted.push(("/webhooks".to_owned(), "k3", hook, webhook));
+    let (status, _, secret) = post_with_key(&api, &rotate_secret, "k4", &json!({})).await;
+    assert_eq!(status, 200, "{secret}");
+    posted.push((rotate_secret, "k4", json!({}), secret));
+
+    // Repeats still get the first answers, credentials included.
+    for (path, key, body, first) in &posted {
+        credentials_in(first, &mut shown);
+        let (_, headers, again) = post_with_key(&api, path, key, body).await;
+        assert!(replayed(&headers), "{path} was not replayed");
+        assert_eq!(&again, first, "{path}");
+    }
+    assert!(shown.len() >= 4, "credentials shown: {shown:?}");
+
+    // No table holds one readable: not as text, and not as the bytes of a bytea column.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("tables");
+    for credential in &shown {
+        let as_bytes = hex::encode(credential.as_bytes());
+        for table in &tables {
+            let hits: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM \"{table}\" t \
+                  WHERE strpos(t::text, $1) > 0 OR strpos(t::text, $2) > 0"
+            ))
+            .bind(credential)
+            .bind(&as_bytes)
+            .fetch_one(&app.pool)
+            .await
+            .expect("scan");
+            assert_eq!(hits, 0, "{table} holds a credential readable");
+        }
+    }
+    app.stop().await;
+}

@@ -323,6 +323,48 @@ async fn a_rotation_sends_both_signatures_until_the_old_key_expires() {
 }
 
 #[tokio::test]
+async fn rotating_in_a_loop_keeps_at_most_five_old_secrets_signing() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (webhook, _) = client.endpoint(&receiver, json!({})).await;
+    let mut rotated = serde_json::Value::Null;
+    for _ in 0..8 {
+        let (status, answer) = client
+            .call(
+                Method::POST,
+                &format!("/v1/webhooks/{webhook}/rotate-secret"),
+                Some(json!({"expire_in_seconds": 2_592_000})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        rotated = answer;
+    }
+    assert_eq!(
+        rotated["data"]["previous"].as_array().map(Vec::len),
+        Some(5),
+        "{rotated}"
+    );
+    let newest = rotated["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    receiver.trust(&[&newest]);
+    client.ingest(event("loop1", "ticket.created")).await;
+    let received = receiver.wait_for(1, WAIT).await;
+    let signatures = received[0].header("webhook-signature").split(' ').count();
+    assert_eq!(signatures, 6, "the current key and five old ones sign");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM endpoint_secret WHERE endpoint_id = $1")
+            .bind(deskhook::ids::decode(deskhook::ids::Kind::Webhook, &webhook).expect("key"))
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 6, "retired secrets are deleted, not kept");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn seed_000_receivers_get_their_bare_hex_header() {
     let app = TestApp::spawn().await;
     let client = Client::new(&app).await;
