@@ -262,6 +262,15 @@ pub struct ServeArgs {
     /// How long in-flight deliveries may take to finish on shutdown.
     #[arg(long, env = "DESKHOOK_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = config::parse_duration)]
     shutdown_timeout: Duration,
+    /// Open HTTP connections at most; more wait to be accepted.
+    #[arg(long, env = "DESKHOOK_MAX_CONNECTIONS", default_value_t = 4_096)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "DESKHOOK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = config::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long one HTTP request may take, body and answer included (then a 408).
+    #[arg(long, env = "DESKHOOK_REQUEST_TIMEOUT", default_value = "60s", value_parser = config::parse_duration)]
+    request_timeout: Duration,
     /// How long events, attempts and finished deliveries are kept.
     #[arg(long, env = "DESKHOOK_RETENTION", default_value = "30d", value_parser = config::parse_duration)]
     retention: Duration,
@@ -396,6 +405,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         worker_concurrency: args.worker_concurrency as usize,
         claim_batch: args.claim_batch as usize,
         shutdown_timeout: args.shutdown_timeout,
+        connections: crate::http::serve::ConnectionLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: args.header_read_timeout,
+            drain_timeout: args.shutdown_timeout,
+        },
+        request_timeout: args.request_timeout,
         rate_limit: args.rate_limit,
         migrate_on_start: args.migrate,
         queue_synchronous_commit: args.queue_synchronous_commit,

@@ -218,6 +218,10 @@ pub struct Config {
     pub claim_batch: usize,
     /// How long in-flight work may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Open HTTP connections at most, and how long clients may take to send headers.
+    pub connections: crate::http::serve::ConnectionLimits,
+    /// How long one HTTP request may take, body and answer included (408 after).
+    pub request_timeout: Duration,
     /// API requests per minute per key.
     pub rate_limit: RateLimit,
     /// Whether `serve` applies migrations at start.
@@ -239,6 +243,8 @@ impl fmt::Debug for Config {
             .field("roles", &self.roles)
             .field("allow_networks", &self.allow_networks)
             .field("retry_schedule", &self.retry_schedule)
+            .field("connections", &self.connections)
+            .field("request_timeout", &self.request_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
             .field(
                 "egress_proxy",
@@ -274,6 +280,12 @@ impl Config {
             worker_concurrency: 64,
             claim_batch: 200,
             shutdown_timeout: Duration::from_secs(20),
+            connections: crate::http::serve::ConnectionLimits {
+                max_connections: 4_096,
+                header_read_timeout: Duration::from_secs(30),
+                drain_timeout: Duration::from_secs(20),
+            },
+            request_timeout: Duration::from_secs(60),
             rate_limit: RateLimit::PerMinute(600),
             migrate_on_start: true,
             queue_synchronous_commit: false,

@@ -77,9 +77,13 @@ pub async fn run(
 
     let address = listener.local_addr()?;
     tracing::info!(%address, roles = %config.roles, "deskhook listening");
-    let http = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let http_result = http.await;
+    http::serve::serve(
+        listener,
+        http::router(state),
+        config.connections,
+        shutdown.clone(),
+    )
+    .await;
 
     // HTTP has stopped accepting; now the workers drain.
     let _ = roles.await;
@@ -87,7 +91,7 @@ pub async fn run(
     notifier.abort();
     pool.close().await;
     tracing::info!("deskhook stopped");
-    http_result.map_err(Into::into)
+    Ok(())
 }
 
 fn migrated_flag(state: &AppState) -> Arc<AtomicBool> {

@@ -279,11 +279,30 @@ pub async fn revoke_key(
 /// does not pay a query per request. A revoked key stops working within [`CACHE_TTL`].
 pub struct Authenticator {
     pool: PgPool,
-    cache: Mutex<HashMap<[u8; 32], CachedLookup>>,
+    cache: Mutex<KeyCache>,
 }
 
-/// A key lookup and when it was made.
-type CachedLookup = (Option<Principal>, Instant);
+/// Recent lookups. Known keys and unknown ones are kept apart, so a flood of random keys can
+/// fill only its own map and never evicts the keys real clients use.
+#[derive(Default)]
+struct KeyCache {
+    known: HashMap<[u8; 32], (Principal, Instant)>,
+    unknown: HashMap<[u8; 32], Instant>,
+    /// Database lookups that found no key in the current one-second window.
+    misses: (Option<Instant>, u32),
+}
+
+/// Why a key could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The database could not be asked.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// So many unknown keys were tried this second that keys not seen lately are not looked up
+    /// until the next one (keys in use are cached and unaffected).
+    #[error("too many requests with unknown API keys; try again in a second")]
+    TooManyUnknownKeys,
+}
 
 #[derive(sqlx::FromRow)]
 struct PrincipalRow {
@@ -297,7 +316,18 @@ struct PrincipalRow {
 
 /// How long a key lookup is trusted.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Cached known keys (and, apart, unknown ones) per instance at most.
 const CACHE_MAX: usize = 10_000;
+/// Database lookups per second per instance that may find no key; beyond this, keys not in
+/// the cache wait for the next second, so random keys cost a bounded number of queries.
+pub const MISSES_PER_SECOND: u32 = 100;
+
+/// Whether `key` has the shape of a key Deskhook issues: `dhk_` and 40 base62 characters.
+fn is_key_shaped(key: &str) -> bool {
+    key.len() == 44
+        && key.starts_with("dhk_")
+        && key.as_bytes()[4..].iter().all(u8::is_ascii_alphanumeric)
+}
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -310,20 +340,41 @@ impl Authenticator {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(KeyCache::default()),
         }
     }
 
     /// The principal behind `key`, or `None` for an unknown, revoked or expired key.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>, sqlx::Error> {
-        if !key.starts_with("dhk_") || key.len() > 200 {
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>, AuthError> {
+        if !is_key_shaped(key) {
             return Ok(None);
         }
         let hash = hash_key(key);
-        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&hash)
-            && at.elapsed() < CACHE_TTL
         {
-            return Ok(principal.clone());
+            let mut cache = self.cache.lock().expect("auth cache");
+            if let Some((principal, at)) = cache.known.get(&hash)
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(Some(principal.clone()));
+            }
+            if cache
+                .unknown
+                .get(&hash)
+                .is_some_and(|at| at.elapsed() < CACHE_TTL)
+            {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            match cache.misses {
+                (Some(since), used)
+                    if now.duration_since(since) < Duration::from_secs(1)
+                        && used >= MISSES_PER_SECOND =>
+                {
+                    return Err(AuthError::TooManyUnknownKeys);
+                }
+                (Some(since), _) if now.duration_since(since) < Duration::from_secs(1) => {}
+                _ => cache.misses = (Some(now), 0),
+            }
         }
         // A plain read: concurrent requests of one key must not queue on its row. The
         // last-use time is written apart, at most about once a minute per key.
@@ -359,15 +410,34 @@ impl Authenticator {
                 .and_then(|l| u32::try_from(l).ok()),
         });
         let mut cache = self.cache.lock().expect("auth cache");
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
+        let now = Instant::now();
+        match &principal {
+            Some(principal) => {
+                if cache.known.len() >= CACHE_MAX {
+                    cache.known.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+                }
+                if cache.known.len() >= CACHE_MAX
+                    && let Some(victim) = cache.known.keys().next().copied()
+                {
+                    cache.known.remove(&victim);
+                }
+                cache.known.insert(hash, (principal.clone(), now));
+            }
+            None => {
+                cache.misses.1 += 1;
+                if cache.unknown.len() >= CACHE_MAX {
+                    cache.unknown.clear();
+                }
+                cache.unknown.insert(hash, now);
+            }
         }
-        cache.insert(hash, (principal.clone(), Instant::now()));
         Ok(principal)
     }
 
     /// Forgets cached lookups (after a revocation in this instance).
     pub fn forget_all(&self) {
-        self.cache.lock().expect("auth cache").clear();
+        let mut cache = self.cache.lock().expect("auth cache");
+        cache.known.clear();
+        cache.unknown.clear();
     }
 }

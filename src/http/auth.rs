@@ -65,11 +65,14 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(unauthorized("Expected `Authorization: Bearer <api key>`"));
     }
-    state
-        .auth
-        .authenticate(key.trim())
-        .await?
-        .ok_or_else(|| unauthorized("Unknown, revoked or expired API key"))
+    match state.auth.authenticate(key.trim()).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(unauthorized("Unknown, revoked or expired API key")),
+        Err(crate::auth::AuthError::Database(error)) => Err(error.into()),
+        Err(error @ crate::auth::AuthError::TooManyUnknownKeys) => {
+            Err(ApiError::new(ErrorCode::TooManyRequests, error.to_string()).with_retry_after(1))
+        }
+    }
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the body is over the cap.
     PayloadTooLarge,
+    /// 408: the request (headers, body and answer) took longer than the server allows.
+    RequestTimeout,
     /// 415: not JSON on a JSON route.
     UnsupportedMediaType,
     /// 422: well-formed but invalid; `details.fields` says which.
@@ -53,6 +55,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Conflict => "CONFLICT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::ValidationFailed => "VALIDATION_FAILED",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",

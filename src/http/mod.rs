@@ -13,6 +13,7 @@ pub mod openapi;
 mod ops;
 pub mod pagination;
 pub mod rate_limit;
+pub mod serve;
 mod webhooks;
 
 use std::{
@@ -100,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            request_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             record_metrics,
         ))
         .layer(CatchPanicLayer::custom(|_panic| {
@@ -135,14 +140,14 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status();
     state
         .metrics
         .http_requests_total
         .with_label_values(&[
-            method.as_str(),
+            method,
             route.as_str(),
             crate::metrics::status_class(status.as_u16()),
         ])
@@ -153,6 +158,40 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Ends a request that takes longer than `DESKHOOK_REQUEST_TIMEOUT`, body upload included,
+/// with a 408 envelope: a client sending a byte a minute cannot hold a connection and a
+/// handler forever. What the handler had not committed is rolled back.
+async fn request_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "The request took longer than {} s (DESKHOOK_REQUEST_TIMEOUT)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else (hyper accepts any token,
+/// and some routes need no key) as `other`, so the label set stays bounded.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `200 OK` with a small JSON status body.

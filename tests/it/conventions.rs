@@ -712,3 +712,42 @@ async fn answers_that_carry_a_credential_are_never_stored_readable() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_random_keys_evicts_no_valid_key_and_costs_a_bounded_number_of_queries() {
+    use rand::{Rng as _, distributions::Alphanumeric};
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let auth = deskhook::auth::Authenticator::new(app.pool.clone());
+    assert!(matches!(auth.authenticate(&api.key).await, Ok(Some(_))));
+    let started = std::time::Instant::now();
+    let (mut looked_up, mut refused) = (0_u32, 0_u32);
+    for _ in 0..12_000 {
+        let random: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
+        match auth.authenticate(&format!("dhk_{random}")).await {
+            Ok(None) => looked_up += 1,
+            Ok(Some(_)) => panic!("a random key was accepted"),
+            Err(_) => refused += 1,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as u32 + 1;
+    assert!(
+        looked_up <= deskhook::auth::MISSES_PER_SECOND * seconds,
+        "{looked_up} random keys were looked up in {seconds} s ({refused} refused)"
+    );
+    // The valid key is still cached: revoked behind the cache's back, it is still known for
+    // the cache's few seconds, so the flood did not evict it.
+    sqlx::query("UPDATE api_key SET revoked_at = now()")
+        .execute(&app.pool)
+        .await
+        .expect("revoke");
+    assert!(
+        matches!(auth.authenticate(&api.key).await, Ok(Some(_))),
+        "the flood evicted a valid key"
+    );
+    app.stop().await;
+}

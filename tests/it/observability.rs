@@ -481,3 +481,34 @@ fn the_reference_scanner_reads_promql() {
     );
     assert_eq!(yaml_values(yaml, "record"), ["a:b"]);
 }
+
+#[tokio::test]
+async fn made_up_methods_add_no_metric_series() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    for n in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("X{n}").as_bytes()).expect("method");
+        let _ = client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .expect("request");
+    }
+    let text = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !text.contains("method=\"X"),
+        "a made-up method became a label"
+    );
+    assert!(
+        text.contains("method=\"other\""),
+        "made-up methods are not counted"
+    );
+    app.stop().await;
+}

@@ -214,3 +214,86 @@ async fn a_secret_no_key_opens_fails_only_its_own_endpoint_and_ends_dead() {
     assert!(broken.received().is_empty(), "sent without a signature key");
     app.stop().await;
 }
+
+/// Reads from `stream` until the server closes it or `within` passes; returns what arrived
+/// and whether it was closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buffer = [0_u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&seen).into_owned(), true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+            Err(_) => return (String::from_utf8_lossy(&seen).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_the_header_and_request_deadlines() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = TestApp::spawn_with(|config| {
+        config.connections.header_read_timeout = Duration::from_secs(1);
+        config.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let address = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+
+    // Headers that never end (slowloris): the connection is closed.
+    let mut headers_only = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    headers_only
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: deskhook\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    let (_, closed) = read_until_closed(&mut headers_only, Duration::from_secs(6)).await;
+    assert!(
+        closed,
+        "a connection that never finished its headers stayed open"
+    );
+
+    // A body sent a byte at a time: a 408 with the envelope, then the connection ends.
+    let mut slow_body = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: deskhook\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        client.key
+    );
+    slow_body.write_all(head.as_bytes()).await.expect("write");
+    let (mut reader, mut writer) = slow_body.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let answer = {
+        use tokio::io::AsyncReadExt as _;
+        let mut seen = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !String::from_utf8_lossy(&seen).contains("REQUEST_TIMEOUT") {
+            match tokio::time::timeout_at(deadline, reader.read(&mut buffer)).await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buffer[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    trickle.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    app.stop().await;
+}
