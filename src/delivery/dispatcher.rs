@@ -698,9 +698,8 @@ impl Dispatcher {
         missing.dedup();
         if !missing.is_empty() {
             match webhooks::targets(&self.pool, &self.secret_box, &missing).await {
-                Ok(loaded) => {
+                Ok(mut loaded) => {
                     let mut cache = self.targets.entries.lock().expect("target cache");
-                    let mut loaded = loaded;
                     for key in missing {
                         match loaded.remove(&key) {
                             // Not cached: the next claim tries again (a key may be added).
