@@ -1,11 +1,15 @@
 //! When to try again: the configured schedule (`DESKHOOK_RETRY_SCHEDULE`), ±20 % jitter, and
-//! `Retry-After` honoured up to the schedule's longest delay. Pure and unit-tested.
+//! `Retry-After` honoured between 1 s (or the planned delay, if shorter) and the schedule's longest
+//! delay. Pure and unit-tested.
 
 use std::time::Duration;
 
 use rand::Rng as _;
 
 use crate::config::RetrySchedule;
+
+/// The shortest wait a `Retry-After` can ask for.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The delay before the next attempt after a failed one, or `None` when the delivery is dead.
 ///
@@ -20,7 +24,10 @@ pub fn next_delay(
     let planned = *schedule.delays.get(index)?;
     if let Some(asked) = retry_after {
         let longest = schedule.delays.iter().max().copied().unwrap_or(planned);
-        return Some(asked.min(longest));
+        // A receiver answering `Retry-After: 0` must not turn its schedule into a tight loop
+        // (review L7); a schedule faster than the floor keeps its own pace.
+        let floor = planned.min(MIN_RETRY_AFTER);
+        return Some(asked.max(floor).min(longest));
     }
     Some(jitter(planned))
 }
@@ -73,6 +80,23 @@ mod tests {
         assert_eq!(
             next_delay(&schedule(), 4, Some(Duration::from_secs(1))),
             None
+        );
+    }
+
+    #[test]
+    fn retry_after_zero_cannot_make_a_burst_of_immediate_retries() {
+        for asked in [Duration::ZERO, Duration::from_millis(10)] {
+            assert_eq!(
+                next_delay(&schedule(), 1, Some(asked)),
+                Some(Duration::from_secs(1)),
+                "asked {asked:?}"
+            );
+        }
+        // A schedule faster than the floor keeps its own pace.
+        let fast: RetrySchedule = "100ms,200ms".parse().expect("schedule");
+        assert_eq!(
+            next_delay(&fast, 1, Some(Duration::ZERO)),
+            Some(Duration::from_millis(100))
         );
     }
 }

@@ -25,6 +25,27 @@ use serde_json::value::RawValue;
 pub const MAX_BATCH: usize = 500;
 /// The largest `data` object.
 pub const MAX_DATA_BYTES: usize = 256 * 1024;
+
+/// Why a value with U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, and a
+/// statement failing on one event would fail its whole group commit.
+const NUL_REFUSED: &str = "must not contain NUL characters (\\u0000)";
+
+/// Whether raw JSON holds U+0000 in a string or a key. JSON can only spell it as an escape, so
+/// the text is parsed only when that escape appears in it.
+fn holds_nul(raw: &str) -> bool {
+    fn walk(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .any(|(name, item)| name.contains('\0') || walk(item)),
+            _ => false,
+        }
+    }
+    raw.contains("\\u0000")
+        && serde_json::from_str::<serde_json::Value>(raw).is_ok_and(|value| walk(&value))
+}
 /// The largest request body.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 
@@ -174,6 +195,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<NewEvent>, IngestError> {
             && (ticket.is_empty() || ticket.len() > 255)
         {
             errors.insert(field("ticket_id"), "must be 1-255 characters".to_owned());
+        } else if let Some(ticket) = &incoming.ticket_id
+            && ticket.contains('\0')
+        {
+            errors.insert(field("ticket_id"), NUL_REFUSED.to_owned());
         }
         let data = incoming.data.get();
         if !data.trim_start().starts_with('{') {
@@ -183,6 +208,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<NewEvent>, IngestError> {
                 field("data"),
                 format!("is {} bytes; at most {MAX_DATA_BYTES}", data.len()),
             );
+        } else if holds_nul(data) {
+            errors.insert(field("data"), NUL_REFUSED.to_owned());
         }
         out.push(NewEvent {
             event_type: incoming.event_type,

@@ -297,3 +297,46 @@ async fn slow_clients_are_cut_off_by_the_header_and_request_deadlines() {
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_with_a_nul_character_is_refused_by_field_and_the_rest_still_flows() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client.endpoint(&receiver, json!({})).await;
+    // PostgreSQL text and jsonb cannot hold U+0000: without a check each was a 500.
+    for (field, event) in [
+        (
+            "events[0].ticket_id",
+            json!({ "id": "nul-ticket", "type": "ticket.created", "ticket_id": "a\u{0}b", "data": {} }),
+        ),
+        (
+            "events[0].data",
+            json!({ "id": "nul-data", "type": "ticket.created", "data": { "note": "a\u{0}b" } }),
+        ),
+        (
+            "events[0].data",
+            json!({ "id": "nul-key", "type": "ticket.created", "data": { "a\u{0}": 1 } }),
+        ),
+    ] {
+        let (status, body) = client
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(json!({ "events": [event] })),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED", "{body}");
+        assert!(
+            body["error"]["details"]["fields"][field].is_string(),
+            "{field}: {body}"
+        );
+    }
+    client
+        .ingest(json!({ "events": [event("after-nul", "ticket.created")] }))
+        .await;
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 1);
+    app.stop().await;
+}
