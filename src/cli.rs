@@ -83,9 +83,11 @@ enum KeyCommand {
     },
 }
 
-/// A parsed `DESKHOOK_SECRET_KEY` (never printed).
+/// A parsed `DESKHOOK_SECRET_KEY` (never printed). A value that does not parse is kept as its
+/// reason and refused when the key is used: clap would echo the rejected value, and a
+/// mistyped key is still a secret.
 #[derive(Clone)]
-struct SecretKey([u8; 32]);
+struct SecretKey(Result<[u8; 32], String>);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,8 +95,9 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+#[expect(clippy::unnecessary_wraps, reason = "clap's value_parser signature")]
 fn parse_secret_key(text: &str) -> Result<SecretKey, String> {
-    SecretBox::parse_key(text).map(SecretKey)
+    Ok(SecretKey(SecretBox::parse_key(text)))
 }
 
 /// The operator key ring: the setting (the data directory's key file, if there is one, stays
@@ -104,9 +107,14 @@ fn secret_box(
     previous: &PreviousKeys,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<SecretBox> {
-    let mut ring = previous.0.clone();
+    let mut ring = previous.0.clone().map_err(|why| {
+        anyhow::anyhow!("DESKHOOK_SECRET_KEY_PREVIOUS (--secret-key-previous): {why}")
+    })?;
     let current = match key {
-        Some(SecretKey(key)) => {
+        Some(SecretKey(Err(why))) => {
+            anyhow::bail!("DESKHOOK_SECRET_KEY (--secret-key): {why}")
+        }
+        Some(SecretKey(Ok(key))) => {
             // Secrets sealed under the generated key before the operator set their own.
             ring.extend(SecretBox::read_key_file(data_dir)?);
             *key
@@ -126,17 +134,28 @@ fn secret_box(
 }
 
 /// A parsed `DESKHOOK_SECRET_KEY_PREVIOUS` (never printed).
-#[derive(Clone, Default)]
-struct PreviousKeys(Vec<[u8; 32]>);
+/// Refused like [`SecretKey`]: when used, without echoing the value.
+#[derive(Clone)]
+struct PreviousKeys(Result<Vec<[u8; 32]>, String>);
 
-impl std::fmt::Debug for PreviousKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PreviousKeys({} [REDACTED])", self.0.len())
+impl Default for PreviousKeys {
+    fn default() -> Self {
+        Self(Ok(Vec::new()))
     }
 }
 
+impl std::fmt::Debug for PreviousKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(keys) => write!(f, "PreviousKeys({} [REDACTED])", keys.len()),
+            Err(_) => f.write_str("PreviousKeys(invalid)"),
+        }
+    }
+}
+
+#[expect(clippy::unnecessary_wraps, reason = "clap's value_parser signature")]
 fn parse_previous_keys(text: &str) -> Result<PreviousKeys, String> {
-    SecretBox::parse_keys(text).map(PreviousKeys)
+    Ok(PreviousKeys(SecretBox::parse_keys(text)))
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {

@@ -263,7 +263,8 @@ pub async fn revoke_key(
 ) -> Result<bool, sqlx::Error> {
     let grace_seconds = grace.map_or(0.0, |g| g.as_secs_f64());
     let result = sqlx::query(
-        "UPDATE api_key SET expires_at = now() + make_interval(secs => $3), \
+        // A second rotation may shorten a scheduled expiry, never extend it (review L3).
+        "UPDATE api_key SET expires_at = least(expires_at, now() + make_interval(secs => $3)), \
                 revoked_at = CASE WHEN $3 = 0 THEN now() ELSE revoked_at END \
          WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
     )

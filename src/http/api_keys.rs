@@ -184,6 +184,9 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The longest a rotated-out key keeps working, as for rotated webhook secrets.
+const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKey {
@@ -208,6 +211,12 @@ async fn rotate(
     principal.require_admin()?;
     let id = key_id(&id)?;
     let grace = body.unwrap_or_default().grace_seconds;
+    if grace.is_some_and(|seconds| seconds > MAX_GRACE_SECONDS) {
+        return Err(ApiError::invalid_field(
+            "grace_seconds",
+            "must be at most 30 days (2592000)",
+        ));
+    }
     let mut tx = state.pool.begin().await?;
     let old = auth::get_key(&mut *tx, principal.workspace_id, id)
         .await?

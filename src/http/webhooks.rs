@@ -283,7 +283,9 @@ async fn enable_endpoint(
 
 #[derive(Debug, Serialize)]
 struct SecretView {
-    secret: String,
+    /// Shown to admin keys only (api.md: the secret appears in no other answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
     previous: Vec<PreviousSecret>,
 }
 
@@ -300,7 +302,7 @@ async fn secret_view(
     let (current, previous) =
         webhooks::reveal_secret(&state.pool, &state.config.secret_box, workspace_id, key).await?;
     Ok(SecretView {
-        secret: current.expose().to_owned(),
+        secret: Some(current.expose().to_owned()),
         previous: previous
             .into_iter()
             .map(|expires_at| PreviousSecret { expires_at })
@@ -342,7 +344,7 @@ const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
     summary = "Rotate the signing secret; the old one signs too for 24 h or `expire_in_seconds`",
     params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
     request_body(content = Option<RotateBody>, description = "Optional"),
-    responses((status = 200, description = "`{secret, previous: [{expires_at}]}`", body = crate::http::openapi::DataEnvelope))
+    responses((status = 200, description = "`{secret, previous: [{expires_at}]}`; `secret` for admin keys only", body = crate::http::openapi::DataEnvelope))
 )]
 async fn rotate_secret(
     State(state): State<AppState>,
@@ -371,7 +373,11 @@ async fn rotate_secret(
     )
     .await?;
     state.targets.invalidate();
-    let view = secret_view(&state, principal.workspace_id, key).await?;
+    let mut view = secret_view(&state, principal.workspace_id, key).await?;
+    // A write key may rotate (e.g. after a leak) but reads the new secret nowhere (review L2).
+    if !principal.is_admin() {
+        view.secret = None;
+    }
     Ok(axum::Json(one(&view)).into_response())
 }
 

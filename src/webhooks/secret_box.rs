@@ -26,6 +26,10 @@ use sha2::{Digest as _, Sha256};
 /// The name of the key file in the data directory.
 pub const KEY_FILE: &str = "secret.key";
 
+/// The fewest distinct byte values an operator key may hold. Random keys have fewer than 16
+/// with a probability below 10^-15.
+const MIN_DISTINCT_BYTES: usize = 16;
+
 /// One key of the ring.
 #[derive(Clone)]
 struct Key {
@@ -138,9 +142,19 @@ impl SecretBox {
             .filter(|b| b.len() == 32)
             .or_else(|| STANDARD.decode(text).ok())
             .ok_or("expected the base64 or hex of 32 random bytes")?;
-        bytes
+        let key: [u8; 32] = bytes
             .try_into()
-            .map_err(|_| "expected exactly 32 bytes".to_owned())
+            .map_err(|_| "expected exactly 32 bytes".to_owned())?;
+        // 32 random bytes hold about 30 distinct values; fewer than 16 is a placeholder such
+        // as the all-zero example key (review L15), never a key anyone generated.
+        let distinct = key.iter().collect::<std::collections::BTreeSet<_>>().len();
+        if distinct < MIN_DISTINCT_BYTES {
+            return Err(format!(
+                "holds only {distinct} distinct byte values, so it is a placeholder, not 32 \
+                 random bytes; make one with `openssl rand -hex 32`"
+            ));
+        }
+        Ok(key)
     }
 
     /// Parses `DESKHOOK_SECRET_KEY_PREVIOUS`: keys as [`SecretBox::parse_key`] reads them,
@@ -292,8 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn placeholder_keys_are_refused() {
+        for text in [
+            "0".repeat(64),
+            "22".repeat(32),
+            "deadbeef".repeat(8),
+            STANDARD.encode([0_u8; 32]),
+        ] {
+            let refused = SecretBox::parse_key(&text).expect_err(&text);
+            assert!(refused.contains("openssl rand"), "{refused}");
+        }
+    }
+
+    #[test]
     fn keys_parse_from_hex_or_base64() {
-        let key = [7_u8; 32];
+        let key: [u8; 32] = rand::random();
         assert_eq!(SecretBox::parse_key(&hex::encode(key)), Ok(key));
         assert_eq!(SecretBox::parse_key(&STANDARD.encode(key)), Ok(key));
         assert!(SecretBox::parse_key("short").is_err());
@@ -366,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_previous_key_still_opens_and_the_current_one_seals() {
-        let (old, new) = ([1_u8; 32], [2_u8; 32]);
+        let (old, new): ([u8; 32], [u8; 32]) = (rand::random(), rand::random());
         let sealed_before = SecretBox::new(old).seal("whsec_old");
         let ring = SecretBox::with_previous(new, [old]);
         assert_eq!(ring.open(&sealed_before).expect("opens"), "whsec_old");

@@ -242,7 +242,7 @@ async fn changing_the_operator_key_keeps_every_endpoint_and_a_wrong_key_stops_th
     assert!(terminate(&mut service).success());
 
     // 2. The operator sets their own key, as the README says: the endpoint keeps its secret.
-    let own_key = "11".repeat(32);
+    let own_key = hex::encode(rand::random::<[u8; 32]>());
     let mut service = serve_with(
         &data_dir,
         port,
@@ -262,7 +262,7 @@ async fn changing_the_operator_key_keeps_every_endpoint_and_a_wrong_key_stops_th
 
     // 3. A key that opens nothing stops the start with one clear line.
     std::fs::remove_file(data_dir.join("secret.key")).expect("remove the generated key");
-    let other_key = "22".repeat(32);
+    let other_key = hex::encode(rand::random::<[u8; 32]>());
     let output = deskhook()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DESKHOOK_DATA_DIR", &data_dir)
@@ -296,4 +296,21 @@ async fn changing_the_operator_key_keeps_every_endpoint_and_a_wrong_key_stops_th
     assert_eq!(body["data"]["secret"], secret.as_str());
     assert!(terminate(&mut service).success());
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn a_placeholder_operator_key_stops_the_start_with_one_clear_line() {
+    let output = deskhook()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DESKHOOK_SECRET_KEY", "0".repeat(64))
+        .output()
+        .expect("run deskhook");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("placeholder"), "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    assert!(
+        !stderr.contains(&"0".repeat(64)),
+        "the key is never echoed: {stderr}"
+    );
 }

@@ -751,3 +751,45 @@ async fn a_flood_of_random_keys_evicts_no_valid_key_and_costs_a_bounded_number_o
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_rotation_grace_is_bounded_and_never_extends_an_expiry() {
+    let app = TestApp::spawn().await;
+    let api = app.api("acme").await;
+    let (status, created) = api
+        .post("/api-keys", json!({"scopes": ["read"], "name": "old"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let rotate = format!("/api-keys/{id}/rotate");
+    // Out of PostgreSQL's interval range: was a 500.
+    let huge = api
+        .post(&rotate, json!({"grace_seconds": 1_000_000_000_000_000u64}))
+        .await;
+    assert_error(&huge, 422, "VALIDATION_FAILED");
+    assert!(huge.1["error"]["details"]["fields"]["grace_seconds"].is_string());
+    assert_error(
+        &api.post(&rotate, json!({"grace_seconds": 30 * 86_400 + 1}))
+            .await,
+        422,
+        "VALIDATION_FAILED",
+    );
+
+    let expiry = |answer: &Value| {
+        answer["data"]["expires_at"]
+            .as_str()
+            .expect("expires_at")
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .expect("time")
+    };
+    assert_eq!(api.post(&rotate, json!({"grace_seconds": 60})).await.0, 201);
+    let first = expiry(&api.get(&format!("/api-keys/{id}")).await.1);
+    // Rotating the same key again with a longer grace keeps the earlier expiry.
+    assert_eq!(
+        api.post(&rotate, json!({"grace_seconds": 86_400})).await.0,
+        201
+    );
+    let second = expiry(&api.get(&format!("/api-keys/{id}")).await.1);
+    assert!(second <= first, "{second} extended {first}");
+    app.stop().await;
+}

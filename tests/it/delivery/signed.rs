@@ -477,3 +477,42 @@ async fn recover_requeues_an_endpoints_dead_letters_in_a_range() {
     assert!(received.iter().all(|r| r.verified_by == [0]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_key_can_rotate_a_secret_but_never_sees_it() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (webhook, old_secret) = admin.endpoint(&receiver, json!({})).await;
+    let (status, created) = admin
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({ "scopes": ["write"], "name": "ci" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let write = Client {
+        key: created["data"]["api_key"].as_str().expect("key").to_owned(),
+        ..admin.on(&app)
+    };
+    let (status, rotated) = write
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/{webhook}/rotate-secret"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(rotated["data"].get("secret").is_none(), "{rotated}");
+    assert!(!rotated.to_string().contains("whsec_"), "{rotated}");
+    assert_eq!(
+        rotated["data"]["previous"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // The rotation happened: an admin reads a new secret.
+    let revealed = admin.get(&format!("/v1/webhooks/{webhook}/secret")).await;
+    let new_secret = revealed["data"]["secret"].as_str().expect("secret");
+    assert!(new_secret.starts_with("whsec_") && new_secret != old_secret);
+    app.stop().await;
+}
