@@ -12,6 +12,8 @@
 //! - A repeat that arrives while the first is still running waits for its answer (a few
 //!   seconds at most), then gets a 409: the request never runs twice at once. A claim whose
 //!   instance died is taken over after its lease ([`LEASE_SECONDS`]).
+//! - A claimed request runs to its end in its own task even when its client goes away or the
+//!   request deadline answers 408 first, so the retry gets its answer instead of a 409.
 //!
 //! - Stored answer bodies are sealed with the operator key ring, like endpoint secrets: the
 //!   answers of `POST /v1/api-keys` and `POST /v1/webhooks` carry a key or a secret, and the
@@ -38,8 +40,9 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
+use tracing::Instrument as _;
 
-use super::{ApiError, AppState, error::body_error};
+use super::{ApiError, AppState, ErrorCode, error::body_error};
 use crate::{auth::Principal, webhooks::SecretBox};
 
 /// The request header.
@@ -184,8 +187,34 @@ async fn run_once(
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    Ok(remember(pool, secret_box, api_key_id, key, response).await)
+    // The claimed request runs to its end in its own task. A client that disconnects, or the
+    // request deadline, drops this future; the handler must not be cut off between its commit
+    // and the stored answer, or every retry would get a 409 for the whole lease (review L16).
+    let request = Request::from_parts(parts, Body::from(body));
+    let (task_pool, task_box, task_key) = (pool.clone(), secret_box.clone(), key.to_owned());
+    let task = tokio::spawn(
+        async move {
+            let response = next.run(request).await;
+            remember(&task_pool, &task_box, api_key_id, &task_key, response).await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    match task.await {
+        Ok(response) => Ok(response),
+        Err(failed) => {
+            // A panic (answered 500 by the panic layer) or a runtime shutting down: nothing
+            // was stored, so a retry may run the request again.
+            release(pool, api_key_id, key).await;
+            match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The service is shutting down; try again",
+                )
+                .into()),
+            }
+        }
+    }
 }
 
 /// Stores `response` under the claimed key (or releases the claim) and returns it unchanged.

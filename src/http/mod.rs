@@ -170,8 +170,8 @@ async fn request_deadline(State(state): State<AppState>, request: Request, next:
         Err(_) => ApiError::new(
             ErrorCode::RequestTimeout,
             format!(
-                "The request took longer than {} s (DESKHOOK_REQUEST_TIMEOUT)",
-                limit.as_secs()
+                "The request took longer than {limit:?} (DESKHOOK_REQUEST_TIMEOUT); a POST with \
+                 an Idempotency-Key still finishes, and its retry gets the answer"
             ),
         )
         .into_response(),

@@ -793,3 +793,34 @@ async fn a_key_rotation_grace_is_bounded_and_never_extends_an_expiry() {
     assert!(second <= first, "{second} extended {first}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_cut_off_mid_way_finishes_and_its_retry_gets_the_answer() {
+    let app = TestApp::spawn_with(|config| {
+        config.allow_networks = vec!["127.0.0.0/8".parse().expect("net")];
+        config.request_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let api = app.api("acme").await;
+    let hook = json!({"url": "http://127.0.0.1:9/hook"});
+    // Hold the handler inside its transaction past the request deadline (as a client that
+    // disconnects would): the answer never reaches the client.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE endpoint IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let (status, _, cut) = post_with_key(&api, "/webhooks", "cut-off", &hook).await;
+    assert_eq!(status, 408, "{cut}");
+    blocker.commit().await.expect("unlock");
+
+    // The retry gets the one answer the request made (not a 409 for the claim's lease) ...
+    let (status, headers, retried) = post_with_key(&api, "/webhooks", "cut-off", &hook).await;
+    assert_eq!(status, 201, "{retried}");
+    assert!(replayed(&headers), "{retried}");
+    // ... and the endpoint was created once.
+    let (status, list) = api.get("/webhooks").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    app.stop().await;
+}
