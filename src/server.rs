@@ -115,6 +115,14 @@ async fn start_roles(
             () = shutdown.cancelled() => return,
         }
     }
+    // Rows written before header values were sealed at rest (review M2); a no-op afterwards.
+    match crate::webhooks::seal_clear_headers(&pool, &config.secret_box).await {
+        Ok(0) => {}
+        Ok(sealed) => tracing::info!(endpoints = sealed, "sealed custom header values at rest"),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot seal custom header values yet; the next start retries");
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::metrics::sampler::run(
         pool.clone(),

@@ -140,7 +140,28 @@ async fn list_endpoints(
     let (endpoints, total) =
         webhooks::list(&state.pool, principal.workspace_id, after, limit + 1).await?;
     let (page, next) = split_page(endpoints, limit, |e| encode_cursor(&e.key));
+    let page = page
+        .into_iter()
+        .map(|endpoint| shown(&state, &principal, endpoint))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(list_envelope(&page, limit, next.as_deref(), Some(total))).into_response())
+}
+
+/// An endpoint as `principal` may see it: header values are receiver credentials, shown to
+/// admin keys only (security review M2); other keys see the names.
+fn shown(
+    state: &AppState,
+    principal: &Principal,
+    mut endpoint: webhooks::Endpoint,
+) -> Result<webhooks::Endpoint, ApiError> {
+    if principal.is_admin() {
+        endpoint
+            .reveal_headers(&state.config.secret_box)
+            .map_err(webhooks::WebhookError::from)?;
+    } else {
+        endpoint.redact_headers();
+    }
+    Ok(endpoint)
 }
 
 /// Keeps `limit` rows and makes the cursor of the last one if there were more.
@@ -182,6 +203,7 @@ async fn create_endpoint(
         &settings,
     )
     .await?;
+    let endpoint = shown(&state, &principal, endpoint)?;
     let mut data = serde_json::to_value(&endpoint).map_err(|e| ApiError::internal(&e))?;
     data["secret"] = Value::String(secret.expose().to_owned());
     Ok((StatusCode::CREATED, axum::Json(json!({ "data": data }))).into_response())
@@ -202,7 +224,7 @@ async fn show_endpoint(
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
     let endpoint = webhooks::get(&state.pool, principal.workspace_id, endpoint_key(&id)?).await?;
-    Ok(axum::Json(one(&endpoint)).into_response())
+    Ok(axum::Json(one(&shown(&state, &principal, endpoint)?)).into_response())
 }
 
 #[utoipa::path(
@@ -224,12 +246,19 @@ async fn update_endpoint(
     let key = endpoint_key(&id)?;
     let settings = EndpointSettings::from(body);
     settings.validate(false, &state.address_guard)?;
-    let endpoint = webhooks::update(&state.pool, principal.workspace_id, key, &settings).await?;
+    let endpoint = webhooks::update(
+        &state.pool,
+        &state.config.secret_box,
+        principal.workspace_id,
+        key,
+        &settings,
+    )
+    .await?;
     state.targets.invalidate();
     if endpoint.enabled {
         state.wakeup.notify_local();
     }
-    Ok(axum::Json(one(&endpoint)).into_response())
+    Ok(axum::Json(one(&shown(&state, &principal, endpoint)?)).into_response())
 }
 
 #[utoipa::path(
@@ -271,6 +300,7 @@ async fn enable_endpoint(
     };
     let endpoint = webhooks::update(
         &state.pool,
+        &state.config.secret_box,
         principal.workspace_id,
         endpoint_key(&id)?,
         &settings,
@@ -278,7 +308,7 @@ async fn enable_endpoint(
     .await?;
     state.targets.invalidate();
     state.wakeup.notify_local();
-    Ok(axum::Json(one(&endpoint)).into_response())
+    Ok(axum::Json(one(&shown(&state, &principal, endpoint)?)).into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -82,7 +82,9 @@ pub struct Endpoint {
     pub max_in_flight: i32,
     /// Requests per second at most (per instance), if limited.
     pub rate_limit_per_second: Option<i32>,
-    /// Extra request headers.
+    /// Extra request headers. Their values are receiver credentials: they are sealed at rest,
+    /// and a view holds them only after [`Endpoint::reveal_headers`] (admin keys); otherwise
+    /// each name has a null value.
     pub headers: Map<String, Value>,
     /// Also send the bare-hex HMAC of the body in this header (seed 000 receivers).
     pub legacy_signature_header: Option<String>,
@@ -95,6 +97,85 @@ pub struct Endpoint {
     #[serde(skip)]
     /// The database key.
     pub key: i64,
+    #[serde(skip)]
+    /// The sealed header values, if any.
+    sealed_headers: Option<Vec<u8>>,
+}
+
+impl Endpoint {
+    /// Fills in the header values (for admin keys).
+    pub fn reveal_headers(&mut self, secret_box: &SecretBox) -> Result<(), SecretBoxError> {
+        if let Some(sealed) = &self.sealed_headers {
+            self.headers = open_headers(secret_box, sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Blanks the header values, keeping their names (for keys below admin). Rows written
+    /// before values were sealed hold them in clear until the service seals them at start.
+    pub fn redact_headers(&mut self) {
+        for value in self.headers.values_mut() {
+            *value = Value::Null;
+        }
+    }
+}
+
+/// What is stored of custom headers: the names, each with a null value, in clear, and the
+/// whole object sealed (`None` when there are none).
+fn seal_headers(
+    secret_box: &SecretBox,
+    headers: &Map<String, Value>,
+) -> (sqlx::types::Json<Map<String, Value>>, Option<Vec<u8>>) {
+    if headers.is_empty() {
+        return (sqlx::types::Json(Map::new()), None);
+    }
+    let names = headers
+        .keys()
+        .map(|name| (name.clone(), Value::Null))
+        .collect();
+    let sealed = secret_box.seal(&Value::Object(headers.clone()).to_string());
+    (sqlx::types::Json(names), Some(sealed))
+}
+
+fn open_headers(
+    secret_box: &SecretBox,
+    sealed: &[u8],
+) -> Result<Map<String, Value>, SecretBoxError> {
+    serde_json::from_str(&secret_box.open(sealed)?).map_err(|_| SecretBoxError::Damaged)
+}
+
+/// Seals the header values of rows written before they were sealed at rest (migration
+/// `20261204000100`); run by every instance at start, idempotent and safe to race. Returns how
+/// many endpoints it sealed.
+pub async fn seal_clear_headers(pool: &PgPool, secret_box: &SecretBox) -> Result<u64, sqlx::Error> {
+    let mut sealed = 0;
+    loop {
+        let rows: Vec<(i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
+            "SELECT id, headers FROM endpoint \
+             WHERE headers_sealed IS NULL AND headers <> '{}'::jsonb \
+               AND EXISTS (SELECT 1 FROM jsonb_each(headers) h WHERE h.value <> 'null'::jsonb) \
+             ORDER BY id LIMIT 500",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(sealed);
+        }
+        for (id, clear) in rows {
+            let (names, values) = seal_headers(secret_box, &clear.0);
+            let done = sqlx::query(
+                "UPDATE endpoint SET headers = $2, headers_sealed = $3 \
+                 WHERE id = $1 AND headers_sealed IS NULL AND headers = $4",
+            )
+            .bind(id)
+            .bind(names)
+            .bind(values)
+            .bind(&clear)
+            .execute(pool)
+            .await?;
+            sealed += done.rows_affected();
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -109,6 +190,7 @@ struct EndpointRow {
     max_in_flight: i32,
     rate_limit_per_second: Option<i32>,
     headers: sqlx::types::Json<Map<String, Value>>,
+    headers_sealed: Option<Vec<u8>>,
     legacy_signature_header: Option<String>,
     include_internal_notes: bool,
     created_at: DateTime<Utc>,
@@ -133,6 +215,7 @@ impl From<EndpointRow> for Endpoint {
             max_in_flight: row.max_in_flight,
             rate_limit_per_second: row.rate_limit_per_second,
             headers: row.headers.0,
+            sealed_headers: row.headers_sealed,
             legacy_signature_header: row.legacy_signature_header,
             include_internal_notes: row.include_internal_notes,
             created_at: row.created_at,
@@ -142,8 +225,8 @@ impl From<EndpointRow> for Endpoint {
 }
 
 const COLUMNS: &str = "id, url, description, event_types, enabled, disabled_reason, ordering, \
-    max_in_flight, rate_limit_per_second, headers, legacy_signature_header, include_internal_notes, \
-    created_at, updated_at";
+    max_in_flight, rate_limit_per_second, headers, headers_sealed, legacy_signature_header, \
+    include_internal_notes, created_at, updated_at";
 
 /// Settings of a new endpoint or a change to one (`None` = unchanged / default).
 #[derive(Debug, Clone, Default)]
@@ -312,13 +395,15 @@ pub async fn create(
     settings: &EndpointSettings,
 ) -> Result<(Endpoint, SigningSecret), WebhookError> {
     let secret = SigningSecret::generate();
+    let (header_names, sealed_headers) =
+        seal_headers(secret_box, &settings.headers.clone().unwrap_or_default());
     let mut tx = pool.begin().await?;
     let row: EndpointRow = sqlx::query_as(&format!(
         "INSERT INTO endpoint (workspace_id, url, description, event_types, enabled, disabled_reason, \
              disabled_at, ordering, max_in_flight, rate_limit_per_second, headers, \
-             legacy_signature_header, include_internal_notes) \
+             legacy_signature_header, include_internal_notes, headers_sealed) \
          VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE 'manual' END, \
-                 CASE WHEN $5 THEN NULL ELSE now() END, $6, $7, $8, $9, $10, $11) \
+                 CASE WHEN $5 THEN NULL ELSE now() END, $6, $7, $8, $9, $10, $11, $12) \
          RETURNING {COLUMNS}"
     ))
     .bind(workspace_id)
@@ -329,9 +414,10 @@ pub async fn create(
     .bind(settings.ordering.unwrap_or(Ordering::None).as_str())
     .bind(settings.max_in_flight.unwrap_or(8))
     .bind(settings.rate_limit_per_second.flatten())
-    .bind(sqlx::types::Json(settings.headers.clone().unwrap_or_default()))
+    .bind(header_names)
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes.unwrap_or(false))
+    .bind(sealed_headers)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
@@ -389,10 +475,18 @@ pub async fn get(
 /// failure streak.
 pub async fn update(
     pool: &PgPool,
+    secret_box: &SecretBox,
     workspace_id: i64,
     key: i64,
     settings: &EndpointSettings,
 ) -> Result<Endpoint, WebhookError> {
+    let (header_names, sealed_headers) = match &settings.headers {
+        Some(headers) => {
+            let (names, sealed) = seal_headers(secret_box, headers);
+            (Some(names), sealed)
+        }
+        None => (None, None),
+    };
     let mut tx = pool.begin().await?;
     // The state before the change, locked: parking follows the transition it makes.
     let was_enabled: Option<bool> = sqlx::query_scalar(
@@ -422,6 +516,7 @@ pub async fn update(
            max_in_flight = coalesce($9, max_in_flight), \
            rate_limit_per_second = CASE WHEN $10 THEN $11 ELSE rate_limit_per_second END, \
            headers = coalesce($12, headers), \
+           headers_sealed = CASE WHEN $12 IS NULL THEN headers_sealed ELSE $16 END, \
            legacy_signature_header = CASE WHEN $13 THEN $14 ELSE legacy_signature_header END, \
            include_internal_notes = coalesce($15, include_internal_notes), \
            updated_at = now() \
@@ -439,10 +534,11 @@ pub async fn update(
     .bind(settings.max_in_flight)
     .bind(settings.rate_limit_per_second.is_some())
     .bind(settings.rate_limit_per_second.flatten())
-    .bind(settings.headers.clone().map(sqlx::types::Json))
+    .bind(header_names)
     .bind(settings.legacy_signature_header.is_some())
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes)
+    .bind(sealed_headers)
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or(WebhookError::NotFound)?;
@@ -606,6 +702,28 @@ async fn reseal_if_stale(
     }
 }
 
+/// Re-seals header values a previous operator key opened, like [`reseal_if_stale`].
+async fn reseal_headers(
+    pool: &PgPool,
+    secret_box: &SecretBox,
+    id: i64,
+    sealed: &[u8],
+    headers: &Map<String, Value>,
+) {
+    let (_, resealed) = seal_headers(secret_box, headers);
+    let result = sqlx::query(
+        "UPDATE endpoint SET headers_sealed = $2 WHERE id = $1 AND headers_sealed = $3",
+    )
+    .bind(id)
+    .bind(resealed)
+    .bind(sealed)
+    .execute(pool)
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(error = %error, "re-sealing header values under the current key failed; they stay readable with the previous key");
+    }
+}
+
 /// Checks that the key ring opens the newest stored secret, so an instance started with the
 /// wrong `DESKHOOK_SECRET_KEY` stops at once instead of failing every delivery. Nothing to
 /// check (no secret yet, or no schema yet) is fine.
@@ -638,6 +756,7 @@ pub async fn targets(
         id: i64,
         url: String,
         headers: sqlx::types::Json<Map<String, Value>>,
+        headers_sealed: Option<Vec<u8>>,
         legacy_signature_header: Option<String>,
         rate_limit_per_second: Option<i32>,
         max_in_flight: i32,
@@ -646,7 +765,8 @@ pub async fn targets(
         secrets: Vec<Vec<u8>>,
     }
     let rows: Vec<TargetRow> = sqlx::query_as(
-        "SELECT e.id, e.url, e.headers, e.legacy_signature_header, e.rate_limit_per_second, \
+        "SELECT e.id, e.url, e.headers, e.headers_sealed, e.legacy_signature_header, \
+                e.rate_limit_per_second, \
                 e.max_in_flight, e.enabled, s.secret_ids, s.secrets \
          FROM endpoint e CROSS JOIN LATERAL ( \
            SELECT coalesce(array_agg(id ORDER BY expires_at IS NULL DESC, id DESC), '{}') AS secret_ids, \
@@ -684,9 +804,22 @@ pub async fn targets(
         if secrets.is_empty() {
             continue;
         }
-        let headers = row
-            .headers
-            .0
+        let headers = match &row.headers_sealed {
+            None => row.headers.0,
+            Some(sealed) => match open_headers(secret_box, sealed) {
+                Ok(headers) => {
+                    if !secret_box.is_current(sealed) {
+                        reseal_headers(pool, secret_box, row.id, sealed, &headers).await;
+                    }
+                    headers
+                }
+                Err(error) => {
+                    out.insert(row.id, Err(error));
+                    continue;
+                }
+            },
+        };
+        let headers = headers
             .into_iter()
             .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
             .collect();

@@ -145,7 +145,7 @@ pub(super) fn start_service_with(
         .env("DESKHOOK_RATE_LIMIT", "off")
         .env(
             "DESKHOOK_SECRET_KEY",
-            "0707070707070707070707070707070707070707070707070707070707070707",
+            "727dbe3bc55c849ef337710645afb908944f5ee02a8097f84ab6874b2b1f0425",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())

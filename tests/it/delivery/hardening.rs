@@ -340,3 +340,106 @@ async fn an_event_with_a_nul_character_is_refused_by_field_and_the_rest_still_fl
     assert_eq!(received.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn custom_header_values_are_sealed_at_rest_and_shown_to_admin_keys_only() {
+    let key: [u8; 32] = rand::random();
+    let app = TestApp::spawn_with(|config| {
+        config.secret_box = deskhook::webhooks::SecretBox::new(key);
+    })
+    .await;
+    let admin = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (webhook, _) = admin
+        .endpoint(
+            &receiver,
+            json!({ "headers": { "Authorization": "Bearer s3cr3t-token", "X-Team": "blue" } }),
+        )
+        .await;
+    let (status, created) = admin
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({ "scopes": ["read", "write"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let writer = Client {
+        key: created["data"]["api_key"].as_str().expect("key").to_owned(),
+        ..admin.on(&app)
+    };
+
+    // Keys below admin see the names, never the values.
+    for path in ["/v1/webhooks".to_owned(), format!("/v1/webhooks/{webhook}")] {
+        let seen = writer.get(&path).await;
+        assert!(!seen.to_string().contains("s3cr3t"), "{path}: {seen}");
+        let one = if seen["data"].is_array() {
+            &seen["data"][0]
+        } else {
+            &seen["data"]
+        };
+        assert_eq!(
+            one["headers"],
+            json!({ "Authorization": null, "X-Team": null }),
+            "{path}"
+        );
+    }
+    let admin_view = admin.get(&format!("/v1/webhooks/{webhook}")).await;
+    assert_eq!(
+        admin_view["data"]["headers"]["Authorization"],
+        "Bearer s3cr3t-token"
+    );
+
+    // No column holds a value readable.
+    let clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM endpoint e WHERE e::text LIKE '%s3cr3t%' OR e::text LIKE '%blue%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("scan");
+    assert_eq!(clear, 0);
+
+    // The receiver still gets them.
+    admin
+        .ingest(json!({ "events": [event("with-headers", "ticket.created")] }))
+        .await;
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].header("authorization"), "Bearer s3cr3t-token");
+    assert_eq!(received[0].header("x-team"), "blue");
+
+    // A row stored before sealing (clear values) is sealed by the start-up pass, and still sent.
+    let key_of = ids::decode(Kind::Webhook, &webhook).expect("key");
+    sqlx::query(
+        "UPDATE endpoint SET headers = '{\"X-Old\": \"clear-old-token\"}', headers_sealed = NULL \
+         WHERE id = $1",
+    )
+    .bind(key_of)
+    .execute(&app.pool)
+    .await
+    .expect("legacy row");
+    let sealed =
+        deskhook::webhooks::seal_clear_headers(&app.pool, &deskhook::webhooks::SecretBox::new(key))
+            .await
+            .expect("seal");
+    assert_eq!(sealed, 1);
+    let clear: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM endpoint e WHERE e::text LIKE '%clear-old%'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("scan");
+    assert_eq!(clear, 0);
+    let (status, _) = admin
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{webhook}"),
+            Some(json!({ "description": "touch" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let view = admin.get(&format!("/v1/webhooks/{webhook}")).await;
+    assert_eq!(
+        view["data"]["headers"],
+        json!({ "X-Old": "clear-old-token" })
+    );
+    app.stop().await;
+}
