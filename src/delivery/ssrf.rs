@@ -3,8 +3,9 @@
 //! By default Deskhook refuses to deliver to loopback, private (RFC 1918, ULA), link-local
 //! (169.254.0.0/16, fe80::/10), CGNAT (100.64.0.0/10), 0.0.0.0/8, 192.0.0.0/24,
 //! benchmarking (198.18.0.0/15), reserved (240.0.0.0/4), broadcast, multicast, documentation
-//! and unspecified addresses. IPv4-mapped and NAT64 IPv6 addresses are judged by the IPv4
-//! address inside. Operators exempt networks with `DESKHOOK_ALLOW_NETWORKS`.
+//! and unspecified addresses, and IPv6 site-local, discard and local-use NAT64 addresses.
+//! IPv4-mapped, IPv4-translated, NAT64 and 6to4 IPv6 addresses are judged by the IPv4 address
+//! inside. Operators exempt networks with `DESKHOOK_ALLOW_NETWORKS`.
 //!
 //! Names are checked after resolution, in the HTTP client's resolver, so a name cannot be
 //! re-pointed at an internal address between a check and the connection.
@@ -109,25 +110,37 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         "multicast"
     } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
         "documentation"
+    } else if first & 0xffc0 == 0xfec0 {
+        "site-local"
+    } else if first == 0x0100 && ip.segments()[1..4].iter().all(|&x| x == 0) {
+        "discard"
+    } else if first == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 0x0001 {
+        // RFC 8215: the IPv4 address sits where the operator's prefix length puts it, so no
+        // one placement can be trusted to judge it.
+        "local-use NAT64"
     } else {
         return None;
     };
     Some(class)
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible or NAT64
-/// (`64:ff9b::a.b.c.d`) address.
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated, IPv4-compatible,
+/// NAT64 (`64:ff9b::a.b.c.d`) or 6to4 (`2002:aabb:ccdd::`) address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    // 6to4 (2002::/16) carries the IPv4 address in its second and third segments.
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
+    // IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765).
+    let translated = s[..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0;
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
     let compatible = s[..6].iter().all(|&x| x == 0) && !ip.is_loopback() && !ip.is_unspecified();
-    (nat64 || compatible).then(|| {
-        let [.., hi, lo] = s;
-        Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
-    })
+    (translated || nat64 || compatible).then(|| v4(s[6], s[7]))
 }
 
 #[cfg(test)]
@@ -172,6 +185,27 @@ mod tests {
         ] {
             assert!(refused(address), "{address} must be refused");
         }
+    }
+
+    #[test]
+    fn v6_forms_that_carry_or_reach_internal_addresses_are_refused() {
+        for address in [
+            // IPv4-translated (SIIT), judged by the IPv4 inside.
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            // Local-use NAT64: where the IPv4 sits depends on the operator's prefix length.
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1::5db8:d822",
+            // 6to4 embeds the IPv4 address in bits 16-48.
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            // Deprecated site-local and the discard prefix.
+            "fec0::1",
+            "100::1",
+        ] {
+            assert!(refused(address), "{address} must be refused");
+        }
+        assert!(!refused("2002:5db8:d822::1"), "6to4 of a public address");
     }
 
     #[test]
