@@ -96,6 +96,10 @@ const TUNING: &[(&str, &str)] = &[
     ("checkpoint_timeout", "15min"),
     ("wal_compression", "on"),
     ("idle_in_transaction_session_timeout", "60s"),
+    // The hot table deletes thousands of rows a second, and a claim walks their dead index
+    // entries until a vacuum removes them: with the default 60 s between autovacuum visits a
+    // steady run's claim grew from 1.5 to 7.5 ms. Visits are cheap when there is nothing to do.
+    ("autovacuum_naptime", "1s"),
     ("track_io_timing", "off"),
     ("log_min_messages", "warning"),
     ("log_line_prefix", "%m [%p] "),
