@@ -196,19 +196,35 @@ pub async fn set_workspace_rate_limit(
     Ok(())
 }
 
-/// Creates a key in `workspace_id` with `scopes`.
+/// Why a key could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key was to act for a user that is not an agent of its workspace.
+    #[error("user_id is not a user of this workspace")]
+    UnknownUser,
+    /// The database could not be asked.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Creates a key in `workspace_id` with `scopes`, acting for `user_id` when given, which must
+/// be an agent of the same workspace (a key never speaks for another tenant's user).
 pub async fn create_key(
     db: impl PgExecutor<'_>,
     workspace_id: i64,
     scopes: &[Scope],
     name: Option<&str>,
     user_id: Option<i64>,
-) -> Result<CreatedKey, sqlx::Error> {
+) -> Result<CreatedKey, KeyError> {
     let key = generate_key();
     let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    let row: KeyRow = sqlx::query_as(&format!(
+    // One statement, so a user deleted meanwhile cannot slip between a check and the insert.
+    let row: Option<KeyRow> = sqlx::query_as(&format!(
         "INSERT INTO api_key (workspace_id, name, prefix, key_hash, scopes, user_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+         SELECT $1, $2, $3, $4, $5, $6 \
+         WHERE $6::bigint IS NULL \
+            OR EXISTS (SELECT 1 FROM agent WHERE workspace_id = $1 AND id = $6) \
+         RETURNING {KEY_COLUMNS}"
     ))
     .bind(workspace_id)
     .bind(name)
@@ -216,8 +232,9 @@ pub async fn create_key(
     .bind(hash_key(&key).as_slice())
     .bind(&scopes)
     .bind(user_id)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
+    let row = row.ok_or(KeyError::UnknownUser)?;
     Ok(CreatedKey {
         record: row.into(),
         key,

@@ -182,7 +182,7 @@ impl Demo {
             let key =
                 auth::create_key(&mut *tx, workspace, &[Scope::Admin], Some("demo"), None).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((workspace, key.key))
+            Ok::<_, anyhow::Error>((workspace, key.key))
         }
         .await;
         pool.close().await;

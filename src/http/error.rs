@@ -236,6 +236,18 @@ impl From<crate::webhooks::WebhookError> for ApiError {
     }
 }
 
+impl From<crate::auth::KeyError> for ApiError {
+    fn from(error: crate::auth::KeyError) -> Self {
+        use crate::auth::KeyError;
+        match error {
+            KeyError::UnknownUser => {
+                Self::invalid_field("user_id", "is not a user of this workspace")
+            }
+            KeyError::Database(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::ingest::IngestError> for ApiError {
     fn from(error: crate::ingest::IngestError) -> Self {
         use crate::ingest::IngestError;

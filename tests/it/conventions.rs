@@ -824,3 +824,48 @@ async fn a_request_cut_off_mid_way_finishes_and_its_retry_gets_the_answer() {
     assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_is_bound_only_to_a_user_of_its_own_workspace() {
+    let app = TestApp::spawn().await;
+    let mine = app.api("acme").await;
+    let theirs = app.api("globex").await;
+    let their_user = theirs.user("Their Agent", "agent@globex.example").await;
+    let their_user = their_user["id"].as_str().expect("user id");
+    let (_, before) = mine.get("/api-keys").await;
+
+    let answer = mine
+        .post(
+            "/api-keys",
+            json!({"scopes": ["write"], "user_id": their_user}),
+        )
+        .await;
+    assert_error(&answer, 422, "VALIDATION_FAILED");
+    assert!(
+        answer.1.to_string().contains("user_id"),
+        "the error names the field: {}",
+        answer.1
+    );
+    let (_, after) = mine.get("/api-keys").await;
+    let ids = |list: &Value| -> Vec<Value> {
+        list["data"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|key| key["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before), "no key was made");
+
+    // A user of the key's own workspace is accepted, and shown on the key.
+    let my_user = mine.user("My Agent", "agent@acme.example").await;
+    let my_user = my_user["id"].as_str().expect("user id");
+    let (status, created) = mine
+        .post(
+            "/api-keys",
+            json!({"scopes": ["write"], "user_id": my_user}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["data"]["user_id"], my_user);
+}
