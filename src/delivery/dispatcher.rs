@@ -839,6 +839,7 @@ impl Dispatcher {
             id: delivery.id,
             lease_id: delivery.lease_id,
             endpoint_id: delivery.endpoint_id,
+            attempt: delivery.attempt,
             urgent: delivery.capped,
             verdict,
             started_at,

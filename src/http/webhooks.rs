@@ -417,7 +417,10 @@ async fn rotate_secret(
     tag = "webhooks",
     summary = "Send a `webhook.test` event to the endpoint",
     params(("id" = String, Path, description = "The webhook endpoint (`wh_…`)'s id")),
-    responses((status = 202, description = "`{event_id, delivery_id}`", body = crate::http::openapi::DataEnvelope))
+    responses(
+        (status = 202, description = "`{event_id, delivery_id}`", body = crate::http::openapi::DataEnvelope),
+        (status = 409, description = "The endpoint is disabled", body = crate::http::openapi::ErrorEnvelope)
+    )
 )]
 async fn send_test(
     State(state): State<AppState>,
@@ -427,6 +430,12 @@ async fn send_test(
     principal.require_write()?;
     let key = endpoint_key(&id)?;
     let endpoint = webhooks::get(&state.pool, principal.workspace_id, key).await?;
+    // A disabled endpoint claims nothing: its test would wait unseen (review L13).
+    if !endpoint.enabled {
+        return Err(ApiError::conflict(
+            "This webhook endpoint is disabled; enable it before sending a test event",
+        ));
+    }
     let data = json!({ "webhook": { "id": endpoint.id, "url": endpoint.url },
                        "message": "This is a test event from Deskhook." });
     let (event_id, delivery_id) =
@@ -515,6 +524,7 @@ struct AttemptView {
     outcome: String,
     error: Option<String>,
     response_body: Option<String>,
+    fenced: bool,
 }
 
 impl From<DeliveryRecord> for DeliveryView {
@@ -653,6 +663,7 @@ async fn show_delivery(
                 outcome: a.outcome,
                 error: a.error,
                 response_body: a.response_body,
+                fenced: a.fenced,
             })
             .collect(),
     );

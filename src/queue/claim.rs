@@ -540,6 +540,29 @@ pub async fn park(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64
     Ok(parked.rows_affected())
 }
 
+/// Re-keys an endpoint's waiting rows after its `ordering` changed: with `per_ticket` they
+/// join their ticket's lane (FIFO by id, as new rows do), with `none` they leave it. Rows in
+/// flight keep their key and finish as they were claimed.
+pub async fn reorder(
+    conn: &mut sqlx::PgConnection,
+    endpoint_id: i64,
+    per_ticket: bool,
+) -> Result<u64, sqlx::Error> {
+    let rekeyed = sqlx::query(
+        "UPDATE delivery d \
+         SET order_key = CASE WHEN $2 THEN deskhook_lane_key(d.endpoint_id, e.ticket_key) END \
+         FROM event e \
+         WHERE d.endpoint_id = $1 AND d.state <> 1 AND e.id = d.event_id \
+           AND d.order_key IS DISTINCT FROM \
+               (CASE WHEN $2 THEN deskhook_lane_key(d.endpoint_id, e.ticket_key) END)",
+    )
+    .bind(endpoint_id)
+    .bind(per_ticket)
+    .execute(conn)
+    .await?;
+    Ok(rekeyed.rows_affected())
+}
+
 /// Brings an endpoint's parked rows back (it was enabled): ready when due, else scheduled.
 pub async fn unpark(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64, sqlx::Error> {
     let unparked = sqlx::query(

@@ -89,6 +89,7 @@ pub async fn turn(
         .bind(lease_seconds)
         .bind(cursor)
         .bind(dispatcher)
+        .bind(batch.iter().map(|s| s.attempt).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
     let mut turn = Turn::default();

@@ -55,6 +55,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The start of the response body.
     pub response_body: Option<String>,
+    /// Its settle was refused by the lease fence: the delivery had been claimed again (its
+    /// lease expired), so this outcome did not decide its fate.
+    pub fenced: bool,
 }
 
 /// Filters of the deliveries list.
@@ -139,7 +142,8 @@ pub async fn get(
 /// The attempt log of a delivery, oldest first.
 pub async fn attempts(pool: &PgPool, delivery_id: i64) -> Result<Vec<AttemptRecord>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT attempt, started_at, duration_ms, status_code, outcome, error, response_body \
+        "SELECT attempt, started_at, duration_ms, status_code, outcome, error, response_body, \
+                fenced \
          FROM delivery_attempt WHERE delivery_id = $1 ORDER BY attempt, started_at",
     )
     .bind(delivery_id)
@@ -163,8 +167,7 @@ WITH f AS (
 INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, order_key, priority, attempt,
                       attempt_base, run_at, last_attempt_at, last_status_code, created_at)
 SELECT f.id, f.workspace_id, f.endpoint_id, f.event_id,
-       CASE WHEN f.ordering = 'per_ticket' AND e.ticket_key IS NOT NULL
-            THEN hashtextextended(f.endpoint_id::text || ':' || e.ticket_key, 0) END,
+       CASE WHEN f.ordering = 'per_ticket' THEN deskhook_lane_key(f.endpoint_id, e.ticket_key) END,
        2, f.attempts, f.attempts, now(), f.last_attempt_at, f.last_status_code, f.created_at
 FROM f JOIN event e ON e.id = f.event_id
 ";
@@ -240,7 +243,8 @@ pub async fn recover(
     Ok(moved.rows_affected())
 }
 
-/// Queues a `webhook.test` event for one endpoint only. Returns `(event key, delivery key)`.
+/// Queues a `webhook.test` event for one endpoint only (parked if the endpoint was disabled
+/// meanwhile, like any waiting row of a disabled endpoint). Returns `(event key, delivery key)`.
 pub async fn send_test(
     pool: &PgPool,
     workspace_id: i64,
@@ -251,8 +255,9 @@ pub async fn send_test(
         "WITH e AS ( \
            INSERT INTO event (workspace_id, event_type, source, occurred_at, data) \
            VALUES ($1, 'webhook.test', 'test', now(), $3) RETURNING id) \
-         INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, priority) \
-         SELECT deskhook_id(), $1, $2, e.id, 1 FROM e RETURNING event_id, id",
+         INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, priority, state) \
+         SELECT deskhook_id(), $1, $2, e.id, 1, CASE WHEN ep.enabled THEN 0 ELSE 3 END \
+         FROM e JOIN endpoint ep ON ep.id = $2 RETURNING event_id, id",
     )
     .bind(workspace_id)
     .bind(endpoint_id)

@@ -68,8 +68,7 @@ inserted AS (
 fanout AS (
   INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, order_key, priority)
   SELECT deskhook_id(), $1, ep.id, e.id,
-         CASE WHEN ep.ordering = 'per_ticket' AND e.ticket_key IS NOT NULL
-              THEN hashtextextended(ep.id::text || ':' || e.ticket_key, 0) END,
+         CASE WHEN ep.ordering = 'per_ticket' THEN deskhook_lane_key(ep.id, e.ticket_key) END,
          CASE WHEN e.event_type LIKE 'sla.%' THEN 0 ELSE 1 END
   FROM (SELECT * FROM inserted ORDER BY id) e
   JOIN endpoint ep

@@ -3,10 +3,11 @@
 //!
 //! Success and dead move the delivery out of the hot table into `delivery_finished`; a retry
 //! puts it back as ready when due at once, scheduled otherwise, parked when its endpoint was
-//! disabled meanwhile (and ends it dead when the endpoint was deleted); every settled attempt is appended to
-//! `delivery_attempt`. Each settle is fenced by the claim's `lease_id`: a worker whose lease
-//! expired (and whose delivery was claimed again) cannot settle it, and its attempt is counted
-//! as fenced instead. The same statement keeps each endpoint's dead streak and disables an
+//! disabled meanwhile (and ends it dead when the endpoint was deleted); every attempt is
+//! appended to `delivery_attempt`. Each settle is fenced by the claim's `lease_id`: a worker
+//! whose lease expired (and whose delivery was claimed again) cannot settle it; its attempt is
+//! counted as fenced and recorded with `fenced` set, since the request may have reached the
+//! receiver. The same statement keeps each endpoint's dead streak and disables an
 //! endpoint after three consecutive dead deliveries, or on `410 Gone`, without writing the
 //! endpoint row on ordinary successes.
 
@@ -45,6 +46,8 @@ pub struct Settlement {
     pub lease_id: i64,
     /// The delivery's endpoint.
     pub endpoint_id: i64,
+    /// The attempt's number (the claim's).
+    pub attempt: i32,
     /// Settle without lingering: the claim took all the endpoint's room, so its next work
     /// waits for this settle (not sent to the database).
     pub urgent: bool,
@@ -76,15 +79,15 @@ pub struct Settled {
 }
 
 /// The settle's CTEs, first in the cycle statement. They bind `$1`..`$11` (one array per
-/// [`Settlement`] field) and end in `settled(id, endpoint_id, attempt)` and
+/// [`Settlement`] field, and `$16` for `attempt`) and end in `settled(id, endpoint_id, attempt)` and
 /// `endpoints(id, enabled, disabled_reason, disabled_at)` for the claim that follows.
 pub(crate) const SETTLE_CTES: &str = r"
 o AS (
   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::timestamptz[],
                        $5::timestamptz[], $6::int[], $7::smallint[], $8::text[], $9::text[],
-                       $10::text[], $11::bigint[])
+                       $10::text[], $11::bigint[], $16::int[])
          AS o(id, lease_id, verdict, next_run_at, started_at, duration_ms, status_code,
-              outcome, error, response_body, endpoint_id)
+              outcome, error, response_body, endpoint_id, attempt)
 ),
 oe AS MATERIALIZED (
   SELECT o.*, ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
@@ -124,10 +127,16 @@ settled AS (
 ),
 history AS (
   INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms,
-                                status_code, outcome, error, response_body)
-  SELECT s.id, s.attempt, s.endpoint_id, o.started_at, o.duration_ms, o.status_code,
-         o.outcome, o.error, o.response_body
-  FROM settled s JOIN o ON o.id = s.id
+                                status_code, outcome, error, response_body, fenced)
+  SELECT o.id, o.attempt, o.endpoint_id, o.started_at, o.duration_ms, o.status_code,
+         o.outcome, o.error, o.response_body, s.id IS NULL
+  FROM o LEFT JOIN settled s ON s.id = o.id
+  -- A fenced attempt is recorded once, even when a settle whose commit was not acknowledged
+  -- is sent again.
+  WHERE s.id IS NOT NULL
+     OR NOT EXISTS (SELECT 1 FROM delivery_attempt a
+                    WHERE a.delivery_id = o.id AND a.attempt = o.attempt
+                      AND a.started_at = o.started_at)
 ),
 streak AS (
   SELECT endpoint_id,
@@ -135,6 +144,15 @@ streak AS (
          count(*) FILTER (WHERE verdict IN (2, 3)) AS dead,
          bool_or(verdict = 3) AS gone
   FROM finished GROUP BY endpoint_id
+),
+-- Endpoint rows are locked in id order before any is written: two instances settling
+-- overlapping failing endpoints then queue behind each other instead of deadlocking (review
+-- L14). Only endpoints whose streak changes are locked; successes on a clean streak write nothing.
+streak_locked AS (
+  SELECT ep.id FROM endpoint ep JOIN streak s ON s.endpoint_id = ep.id
+  WHERE ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
+  ORDER BY ep.id
+  FOR UPDATE OF ep
 ),
 endpoints AS (
   UPDATE endpoint ep
@@ -152,8 +170,8 @@ endpoints AS (
                OR (CASE WHEN s.ok > 0 THEN s.dead ELSE ep.consecutive_dead + s.dead END) >= 3)
             THEN now()
           ELSE ep.disabled_at END
-  FROM streak s
-  WHERE ep.id = s.endpoint_id AND ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
+  FROM streak s JOIN streak_locked l ON l.id = s.endpoint_id
+  WHERE ep.id = l.id AND ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
   RETURNING ep.id, ep.enabled, ep.disabled_reason, ep.disabled_at
 ),
 ";

@@ -489,15 +489,15 @@ pub async fn update(
     };
     let mut tx = pool.begin().await?;
     // The state before the change, locked: parking follows the transition it makes.
-    let was_enabled: Option<bool> = sqlx::query_scalar(
-        "SELECT enabled FROM endpoint WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL \
-         FOR UPDATE",
+    let before: Option<(bool, String)> = sqlx::query_as(
+        "SELECT enabled, ordering FROM endpoint \
+         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(workspace_id)
     .bind(key)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(was_enabled) = was_enabled else {
+    let Some((was_enabled, was_ordering)) = before else {
         return Err(WebhookError::NotFound);
     };
     let row: Option<EndpointRow> = sqlx::query_as(&format!(
@@ -552,6 +552,11 @@ pub async fn update(
             crate::queue::claim::unpark(&mut tx, key).await?;
         }
         _ => {}
+    }
+    // The backlog follows an ordering change, so FIFO holds from the switch on (review L13).
+    if row.ordering != was_ordering {
+        crate::queue::claim::reorder(&mut tx, key, row.ordering == Ordering::PerTicket.as_str())
+            .await?;
     }
     tx.commit().await?;
     Ok(row.into())

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use deskhook::ids::{self, Kind};
+use deskhook::{
+    ids::{self, Kind},
+    queue::{Settlement, Verdict},
+};
 use reqwest::Method;
 use serde_json::json;
 
@@ -441,5 +444,203 @@ async fn custom_header_values_are_sealed_at_rest_and_shown_to_admin_keys_only() 
         view["data"]["headers"],
         json!({ "X-Old": "clear-old-token" })
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
+    // API only: this test plays the two workers itself, with a lease that expires at once.
+    let app = TestApp::spawn_with(|config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: false,
+            timers: false,
+        };
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client.endpoint(&receiver, json!({})).await;
+    client
+        .ingest(json!({ "events": [event("late", "ticket.created")] }))
+        .await;
+    let turn = |lease| deskhook::queue::cycle::turn(&app.pool, &[], 10, lease, i64::MIN, 1);
+    let first = turn(0.2).await.expect("claim").claimed;
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rescued = deskhook::queue::claim::rescue_expired(&app.pool)
+        .await
+        .expect("rescue");
+    assert_eq!(rescued, 1);
+    let second = turn(30.0).await.expect("claim again").claimed;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].attempt, first[0].attempt + 1);
+
+    // The first worker's request did reach the receiver; its settle comes too late.
+    let late = Settlement {
+        id: first[0].id,
+        lease_id: first[0].lease_id,
+        endpoint_id: first[0].endpoint_id,
+        attempt: first[0].attempt,
+        urgent: false,
+        verdict: Verdict::Succeeded,
+        started_at: chrono::Utc::now(),
+        duration_ms: 250,
+        status_code: Some(200),
+        outcome: "success",
+        error: None,
+        response_body: None,
+    };
+    for _ in 0..2 {
+        // Sent twice, as a settle whose commit was not acknowledged is: recorded once.
+        let settled = deskhook::queue::cycle::settle(&app.pool, std::slice::from_ref(&late))
+            .await
+            .expect("settle");
+        assert_eq!((settled.applied, settled.fenced), (0, 1));
+    }
+    let id = ids::encode(Kind::Delivery, first[0].id);
+    let delivery = client.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(delivery["data"]["status"], "delivering", "{delivery}");
+    let log = delivery["data"]["attempt_log"].as_array().expect("log");
+    assert_eq!(log.len(), 1, "{delivery}");
+    assert_eq!(log[0]["attempt"], first[0].attempt);
+    assert_eq!(log[0]["outcome"], "success");
+    assert_eq!(log[0]["fenced"], true);
+
+    // The second worker's settle decides the delivery, and its attempt is not fenced.
+    let settled = deskhook::queue::cycle::settle(
+        &app.pool,
+        &[Settlement {
+            lease_id: second[0].lease_id,
+            attempt: second[0].attempt,
+            ..late
+        }],
+    )
+    .await
+    .expect("settle");
+    assert_eq!((settled.applied, settled.fenced), (1, 0));
+    let delivery = client.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(delivery["data"]["status"], "succeeded", "{delivery}");
+    let fenced: Vec<bool> = delivery["data"]["attempt_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|a| a["fenced"].as_bool().expect("fenced"))
+        .collect();
+    assert_eq!(fenced, [true, false]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instances_settling_the_same_failing_endpoints_in_opposite_orders_never_deadlock() {
+    let app = TestApp::spawn_with(|config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: false,
+            timers: false,
+        };
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    for _ in 0..8 {
+        client
+            .endpoint(&receiver, json!({ "max_in_flight": 1000 }))
+            .await;
+    }
+    for batch in 0..3 {
+        client
+            .ingest(json!({ "events": (0..50)
+                .map(|i| event(&format!("d{batch}-{i}"), "ticket.created"))
+                .collect::<Vec<_>>() }))
+            .await;
+    }
+    let claimed = deskhook::queue::cycle::turn(&app.pool, &[], 10_000, 300.0, i64::MIN, 1)
+        .await
+        .expect("claim")
+        .claimed;
+    assert_eq!(claimed.len(), 8 * 150);
+    let dead = |c: &deskhook::queue::Claimed| Settlement {
+        id: c.id,
+        lease_id: c.lease_id,
+        endpoint_id: c.endpoint_id,
+        attempt: c.attempt,
+        urgent: false,
+        verdict: Verdict::Dead,
+        started_at: chrono::Utc::now(),
+        duration_ms: 1,
+        status_code: Some(500),
+        outcome: "http_error",
+        error: None,
+        response_body: None,
+    };
+    // Two instances each settle one delivery of every endpoint per turn, one in ascending and
+    // one in descending endpoint order: every turn writes all eight endpoint rows.
+    let mut by_endpoint: std::collections::BTreeMap<i64, Vec<Settlement>> = Default::default();
+    for c in &claimed {
+        by_endpoint.entry(c.endpoint_id).or_default().push(dead(c));
+    }
+    let mut turns: Vec<(Vec<Settlement>, Vec<Settlement>)> = Vec::new();
+    for round in 0..75 {
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for deliveries in by_endpoint.values() {
+            up.push(deliveries[2 * round].clone());
+            down.push(deliveries[2 * round + 1].clone());
+        }
+        down.reverse();
+        turns.push((up, down));
+    }
+    for (up, down) in turns {
+        let (a, b) = tokio::join!(
+            deskhook::queue::cycle::settle(&app.pool, &up),
+            deskhook::queue::cycle::settle(&app.pool, &down)
+        );
+        assert_eq!(a.expect("ascending settle").applied, 8);
+        assert_eq!(b.expect("descending settle").applied, 8);
+    }
+    let dead: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_finished WHERE status = 'dead'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(dead, 8 * 150);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_test_event_to_a_disabled_endpoint_is_refused_and_queues_nothing() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (id, _) = client
+        .endpoint(&receiver, json!({ "enabled": false }))
+        .await;
+    let (status, body) = client
+        .call(Method::POST, &format!("/v1/webhooks/{id}/test"), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(waiting, 0, "nothing waits for a disabled endpoint");
+
+    // Enabled again, the test goes out.
+    let (status, body) = client
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({ "enabled": true })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = client
+        .call(Method::POST, &format!("/v1/webhooks/{id}/test"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].json["type"], "webhook.test");
     app.stop().await;
 }

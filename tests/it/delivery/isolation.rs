@@ -206,3 +206,52 @@ async fn a_stopping_instance_gives_back_what_it_leased_ahead() {
         "only {ready_unattempted} given back"
     );
 }
+
+#[tokio::test]
+async fn switching_to_per_ticket_puts_the_waiting_backlog_in_order() {
+    // An API-only instance holds the backlog while the ordering changes.
+    let api = TestApp::spawn_with(|config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: false,
+            timers: false,
+        };
+    })
+    .await;
+    let client = Client::new(&api).await;
+    let receiver = Receiver::start().await;
+    let (id, _) = client
+        .endpoint(&receiver, json!({ "max_in_flight": 16 }))
+        .await;
+    let events: Vec<_> = (0..5)
+        .map(|seq| {
+            json!({ "id": format!("sw-{seq}"), "type": "ticket.updated", "ticket_id": "T-switch",
+                    "data": { "seq": seq } })
+        })
+        .collect();
+    client.ingest(json!({ "events": events })).await;
+    let (status, body) = client
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({ "ordering": "per_ticket" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first attempt fails: in order, nothing of the ticket may pass it.
+    receiver.script(&[500]);
+    let schedule: deskhook::config::RetrySchedule = "50ms".parse().expect("schedule");
+    let workers = TestApp::spawn_on(api.db.clone(), |config| {
+        config.retry_schedule = schedule;
+    })
+    .await;
+    let received = receiver.wait_for(6, Duration::from_secs(20)).await;
+    let order: Vec<i64> = received
+        .iter()
+        .map(|r| r.json["data"]["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(order, [0, 0, 1, 2, 3, 4], "arrival order of the backlog");
+    workers.stop().await;
+    api.stop().await;
+}
