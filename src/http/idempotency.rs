@@ -422,7 +422,9 @@ mod store {
             return Ok(None);
         };
         let body = match body {
-            Some(body) if sealed => secret_box.open_bytes(&body).map_err(|_| {
+            Some(body) if sealed => secret_box
+                .open_bytes(&body, &crate::webhooks::SealedFor::idempotent_answer(api_key_id, key))
+                .map_err(|_| {
                 ApiError::conflict(
                     "The first answer to this Idempotency-Key cannot be read with the current secret keys",
                 )
@@ -455,7 +457,10 @@ mod store {
         .bind(key)
         .bind(i16::try_from(answer.status).unwrap_or(500))
         .bind(&answer.headers)
-        .bind(secret_box.seal_bytes(&answer.body))
+        .bind(secret_box.seal_bytes(
+            &answer.body,
+            &crate::webhooks::SealedFor::idempotent_answer(api_key_id, key),
+        ))
         .execute(pool)
         .await?;
         Ok(())

@@ -23,7 +23,7 @@ use crate::{
     ids::{self, Kind},
     signing::SigningSecret,
 };
-pub use secret_box::{SecretBox, SecretBoxError};
+pub use secret_box::{SealedFor, SecretBox, SecretBoxError};
 
 /// What an endpoint operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ impl Endpoint {
     /// Fills in the header values (for admin keys).
     pub fn reveal_headers(&mut self, secret_box: &SecretBox) -> Result<(), SecretBoxError> {
         if let Some(sealed) = &self.sealed_headers {
-            self.headers = open_headers(secret_box, sealed)?;
+            self.headers = open_headers(secret_box, self.key, sealed)?;
         }
         Ok(())
     }
@@ -124,24 +124,36 @@ impl Endpoint {
 /// whole object sealed (`None` when there are none).
 fn seal_headers(
     secret_box: &SecretBox,
+    endpoint_id: i64,
     headers: &Map<String, Value>,
 ) -> (sqlx::types::Json<Map<String, Value>>, Option<Vec<u8>>) {
     if headers.is_empty() {
-        return (sqlx::types::Json(Map::new()), None);
+        return (header_names(headers), None);
     }
-    let names = headers
-        .keys()
-        .map(|name| (name.clone(), Value::Null))
-        .collect();
-    let sealed = secret_box.seal(&Value::Object(headers.clone()).to_string());
-    (sqlx::types::Json(names), Some(sealed))
+    let sealed = secret_box.seal(
+        &Value::Object(headers.clone()).to_string(),
+        &SealedFor::endpoint_headers(endpoint_id),
+    );
+    (header_names(headers), Some(sealed))
+}
+
+/// The header names as stored in clear, each with a null value.
+fn header_names(headers: &Map<String, Value>) -> sqlx::types::Json<Map<String, Value>> {
+    sqlx::types::Json(
+        headers
+            .keys()
+            .map(|name| (name.clone(), Value::Null))
+            .collect(),
+    )
 }
 
 fn open_headers(
     secret_box: &SecretBox,
+    endpoint_id: i64,
     sealed: &[u8],
 ) -> Result<Map<String, Value>, SecretBoxError> {
-    serde_json::from_str(&secret_box.open(sealed)?).map_err(|_| SecretBoxError::Damaged)
+    serde_json::from_str(&secret_box.open(sealed, &SealedFor::endpoint_headers(endpoint_id))?)
+        .map_err(|_| SecretBoxError::Damaged)
 }
 
 /// Seals the header values of rows written before they were sealed at rest (migration
@@ -162,7 +174,7 @@ pub async fn seal_clear_headers(pool: &PgPool, secret_box: &SecretBox) -> Result
             return Ok(sealed);
         }
         for (id, clear) in rows {
-            let (names, values) = seal_headers(secret_box, &clear.0);
+            let (names, values) = seal_headers(secret_box, id, &clear.0);
             let done = sqlx::query(
                 "UPDATE endpoint SET headers = $2, headers_sealed = $3 \
                  WHERE id = $1 AND headers_sealed IS NULL AND headers = $4",
@@ -395,8 +407,9 @@ pub async fn create(
     settings: &EndpointSettings,
 ) -> Result<(Endpoint, SigningSecret), WebhookError> {
     let secret = SigningSecret::generate();
-    let (header_names, sealed_headers) =
-        seal_headers(secret_box, &settings.headers.clone().unwrap_or_default());
+    let headers = settings.headers.clone().unwrap_or_default();
+    // Sealed values are bound to the endpoint's id, which the insert draws: names go in
+    // first, the sealed values once the id is known.
     let mut tx = pool.begin().await?;
     let row: EndpointRow = sqlx::query_as(&format!(
         "INSERT INTO endpoint (workspace_id, url, description, event_types, enabled, disabled_reason, \
@@ -414,15 +427,27 @@ pub async fn create(
     .bind(settings.ordering.unwrap_or(Ordering::None).as_str())
     .bind(settings.max_in_flight.unwrap_or(8))
     .bind(settings.rate_limit_per_second.flatten())
-    .bind(header_names)
+    .bind(header_names(&headers))
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes.unwrap_or(false))
-    .bind(sealed_headers)
+    .bind(None::<Vec<u8>>)
     .fetch_one(&mut *tx)
     .await?;
+    let row = if headers.is_empty() {
+        row
+    } else {
+        let (_, sealed) = seal_headers(secret_box, row.id, &headers);
+        sqlx::query_as(&format!(
+            "UPDATE endpoint SET headers_sealed = $2 WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(row.id)
+        .bind(sealed)
+        .fetch_one(&mut *tx)
+        .await?
+    };
     sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
         .bind(row.id)
-        .bind(secret_box.seal(secret.expose()))
+        .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(row.id)))
         .execute(&mut *tx)
         .await?;
     crate::queue::claim::register(&mut tx, workspace_id, row.id).await?;
@@ -482,7 +507,7 @@ pub async fn update(
 ) -> Result<Endpoint, WebhookError> {
     let (header_names, sealed_headers) = match &settings.headers {
         Some(headers) => {
-            let (names, sealed) = seal_headers(secret_box, headers);
+            let (names, sealed) = seal_headers(secret_box, key, headers);
             (Some(names), sealed)
         }
         None => (None, None),
@@ -602,8 +627,8 @@ pub async fn reveal_secret(
     for (id, ciphertext, expires_at) in rows {
         match expires_at {
             None if current.is_none() => {
-                let text = secret_box.open(&ciphertext)?;
-                reseal_if_stale(pool, secret_box, id, &ciphertext, &text).await;
+                let text = secret_box.open(&ciphertext, &SealedFor::endpoint_secret(key))?;
+                reseal_if_stale(pool, secret_box, key, id, &ciphertext, &text).await;
                 current = SigningSecret::parse(&text).ok();
             }
             Some(at) => previous.push(at),
@@ -653,7 +678,7 @@ pub async fn rotate_secret(
     let secret = SigningSecret::generate();
     sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
         .bind(key)
-        .bind(secret_box.seal(secret.expose()))
+        .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(key)))
         .execute(&mut *tx)
         .await?;
     sqlx::query("UPDATE endpoint SET updated_at = now() WHERE id = $1")
@@ -688,6 +713,7 @@ pub struct Target {
 async fn reseal_if_stale(
     pool: &PgPool,
     secret_box: &SecretBox,
+    endpoint_id: i64,
     id: i64,
     ciphertext: &[u8],
     plain: &str,
@@ -698,7 +724,7 @@ async fn reseal_if_stale(
     let resealed =
         sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE id = $1 AND ciphertext = $3")
             .bind(id)
-            .bind(secret_box.seal(plain))
+            .bind(secret_box.seal(plain, &SealedFor::endpoint_secret(endpoint_id)))
             .bind(ciphertext)
             .execute(pool)
             .await;
@@ -715,7 +741,7 @@ async fn reseal_headers(
     sealed: &[u8],
     headers: &Map<String, Value>,
 ) {
-    let (_, resealed) = seal_headers(secret_box, headers);
+    let (_, resealed) = seal_headers(secret_box, id, headers);
     let result = sqlx::query(
         "UPDATE endpoint SET headers_sealed = $2 WHERE id = $1 AND headers_sealed = $3",
     )
@@ -733,18 +759,22 @@ async fn reseal_headers(
 /// wrong `DESKHOOK_SECRET_KEY` stops at once instead of failing every delivery. Nothing to
 /// check (no secret yet, or no schema yet) is fine.
 pub async fn check_secret_key(pool: &PgPool, secret_box: &SecretBox) -> Result<(), WebhookError> {
-    let newest: Option<Vec<u8>> =
-        match sqlx::query_scalar("SELECT ciphertext FROM endpoint_secret ORDER BY id DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await
-        {
-            Ok(newest) => newest,
-            // 42P01: the table does not exist yet (migrations have not run).
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => None,
-            Err(error) => return Err(error.into()),
-        };
+    let newest: Option<(i64, Vec<u8>)> = match sqlx::query_as(
+        "SELECT endpoint_id, ciphertext FROM endpoint_secret ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    {
+        Ok(newest) => newest,
+        // 42P01: the table does not exist yet (migrations have not run).
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => None,
+        Err(error) => return Err(error.into()),
+    };
     match newest {
-        Some(ciphertext) => secret_box.open(&ciphertext).map(drop).map_err(Into::into),
+        Some((endpoint_id, ciphertext)) => secret_box
+            .open(&ciphertext, &SealedFor::endpoint_secret(endpoint_id))
+            .map(drop)
+            .map_err(Into::into),
         None => Ok(()),
     }
 }
@@ -791,9 +821,9 @@ pub async fn targets(
         let mut secrets = Vec::with_capacity(row.secrets.len());
         let mut unreadable = None;
         for (id, ciphertext) in row.secret_ids.iter().zip(&row.secrets) {
-            match secret_box.open(ciphertext) {
+            match secret_box.open(ciphertext, &SealedFor::endpoint_secret(row.id)) {
                 Ok(text) => {
-                    reseal_if_stale(pool, secret_box, *id, ciphertext, &text).await;
+                    reseal_if_stale(pool, secret_box, row.id, *id, ciphertext, &text).await;
                     secrets.extend(SigningSecret::parse(&text).ok());
                 }
                 Err(error) => {
@@ -811,7 +841,7 @@ pub async fn targets(
         }
         let headers = match &row.headers_sealed {
             None => row.headers.0,
-            Some(sealed) => match open_headers(secret_box, sealed) {
+            Some(sealed) => match open_headers(secret_box, row.id, sealed) {
                 Ok(headers) => {
                     if !secret_box.is_current(sealed) {
                         reseal_headers(pool, secret_box, row.id, sealed, &headers).await;

@@ -2,9 +2,16 @@
 //!
 //! The operator key comes from `DESKHOOK_SECRET_KEY` (base64 or hex of 32 bytes); with none
 //! set, one is generated once into the data directory and the log says so. Stored form:
-//! `fingerprint (4 bytes) || nonce (24) || ciphertext`. The fingerprint names the key, so a
-//! wrong key is a clear error instead of garbage, and a ring of keys opens each secret with
-//! the key that sealed it.
+//! `fingerprint (4 bytes) || nonce (24) || ciphertext`. The fingerprint names the key and the
+//! format, so a wrong key is a clear error instead of garbage, and a ring of keys opens each
+//! secret with the key that sealed it.
+//!
+//! Every sealed value is bound to what it belongs to (a [`SealedFor`]: this endpoint's secret,
+//! this endpoint's headers, this key's stored answer) as associated data, so a ciphertext
+//! copied into another row, by someone who can write the database but has no operator key,
+//! does not open there (review L12). Values sealed before that (the first format, whose
+//! fingerprint is the key's plain digest) still open, count as not current, and are re-sealed
+//! bound when read, like values of a previous key.
 //!
 //! The ring is the current key (which seals) and previous keys (which only open): the ones in
 //! `DESKHOOK_SECRET_KEY_PREVIOUS` and the data directory's key file when an operator key is set,
@@ -18,7 +25,7 @@ use std::{fmt, io, path::Path};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use chacha20poly1305::{
     XChaCha20Poly1305, XNonce,
-    aead::{Aead as _, KeyInit as _},
+    aead::{Aead as _, KeyInit as _, Payload},
 };
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
@@ -34,16 +41,55 @@ const MIN_DISTINCT_BYTES: usize = 16;
 #[derive(Clone)]
 struct Key {
     cipher: XChaCha20Poly1305,
+    /// Names the key in values sealed bound to a [`SealedFor`] (the current format).
     fingerprint: [u8; 4],
+    /// Names the key in values sealed unbound, before contexts existed (they only open).
+    unbound_fingerprint: [u8; 4],
 }
 
 impl Key {
     fn new(key: [u8; 32]) -> Self {
-        let digest = Sha256::digest(key);
+        let unbound = Sha256::digest(key);
+        let bound = Sha256::new()
+            .chain_update(b"deskhook sealed, bound to its context")
+            .chain_update(key)
+            .finalize();
         Self {
             cipher: XChaCha20Poly1305::new(&key.into()),
-            fingerprint: [digest[0], digest[1], digest[2], digest[3]],
+            fingerprint: [bound[0], bound[1], bound[2], bound[3]],
+            unbound_fingerprint: [unbound[0], unbound[1], unbound[2], unbound[3]],
         }
+    }
+}
+
+/// What a sealed value belongs to, bound into it as associated data: it opens only in the
+/// same context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFor(Vec<u8>);
+
+impl SealedFor {
+    fn of(purpose: &str, id: i64, extra: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(purpose.len() + 9 + extra.len());
+        bytes.extend_from_slice(purpose.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&id.to_be_bytes());
+        bytes.extend_from_slice(extra);
+        Self(bytes)
+    }
+
+    /// A signing secret of this endpoint.
+    pub fn endpoint_secret(endpoint_id: i64) -> Self {
+        Self::of("endpoint_secret", endpoint_id, &[])
+    }
+
+    /// The custom header values of this endpoint.
+    pub fn endpoint_headers(endpoint_id: i64) -> Self {
+        Self::of("endpoint_headers", endpoint_id, &[])
+    }
+
+    /// The stored answer to this `Idempotency-Key` of this API key.
+    pub fn idempotent_answer(api_key_id: i64, idempotency_key: &str) -> Self {
+        Self::of("idempotent_answer", api_key_id, idempotency_key.as_bytes())
     }
 }
 
@@ -232,19 +278,25 @@ impl SecretBox {
         }
     }
 
-    /// Encrypts `plain` under the current key.
-    pub fn seal(&self, plain: &str) -> Vec<u8> {
-        self.seal_bytes(plain.as_bytes())
+    /// Encrypts `plain` under the current key, bound to `context`.
+    pub fn seal(&self, plain: &str, context: &SealedFor) -> Vec<u8> {
+        self.seal_bytes(plain.as_bytes(), context)
     }
 
-    /// Encrypts any bytes under the current key (stored answers that may carry a secret).
-    pub fn seal_bytes(&self, plain: &[u8]) -> Vec<u8> {
+    /// Encrypts any bytes under the current key, bound to `context`.
+    pub fn seal_bytes(&self, plain: &[u8], context: &SealedFor) -> Vec<u8> {
         let mut nonce = [0_u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
             .current
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), plain)
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &context.0,
+                },
+            )
             .expect("encryption in memory cannot fail");
         let mut out = Vec::with_capacity(4 + 24 + sealed.len());
         out.extend_from_slice(&self.current.fingerprint);
@@ -253,28 +305,46 @@ impl SecretBox {
         out
     }
 
-    /// Whether `stored` was sealed under the current key; a secret a previous key opened is
-    /// worth re-sealing.
+    /// Whether `stored` was sealed under the current key and bound to its context; anything
+    /// else that opens is worth re-sealing.
     pub fn is_current(&self, stored: &[u8]) -> bool {
         stored.get(..4) == Some(&self.current.fingerprint[..])
     }
 
-    /// Decrypts what [`SecretBox::seal`] produced under any key of the ring.
-    pub fn open(&self, stored: &[u8]) -> Result<String, SecretBoxError> {
-        String::from_utf8(self.open_bytes(stored)?).map_err(|_| SecretBoxError::Damaged)
+    /// Decrypts what [`SecretBox::seal`] produced under any key of the ring for `context`.
+    pub fn open(&self, stored: &[u8], context: &SealedFor) -> Result<String, SecretBoxError> {
+        String::from_utf8(self.open_bytes(stored, context)?).map_err(|_| SecretBoxError::Damaged)
     }
 
-    /// Decrypts what [`SecretBox::seal_bytes`] produced under any key of the ring.
-    pub fn open_bytes(&self, stored: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
+    /// Decrypts what [`SecretBox::seal_bytes`] produced under any key of the ring for
+    /// `context`. A value sealed in another context is [`SecretBoxError::Damaged`].
+    pub fn open_bytes(
+        &self,
+        stored: &[u8],
+        context: &SealedFor,
+    ) -> Result<Vec<u8>, SecretBoxError> {
         if stored.len() < 28 {
             return Err(SecretBoxError::Damaged);
         }
-        let key = std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|key| stored[..4] == key.fingerprint)
+        let (nonce, sealed) = (XNonce::from_slice(&stored[4..28]), &stored[28..]);
+        let ring = || std::iter::once(&self.current).chain(&self.previous);
+        if let Some(key) = ring().find(|key| stored[..4] == key.fingerprint) {
+            return key
+                .cipher
+                .decrypt(
+                    nonce,
+                    Payload {
+                        msg: sealed,
+                        aad: &context.0,
+                    },
+                )
+                .map_err(|_| SecretBoxError::Damaged);
+        }
+        let key = ring()
+            .find(|key| stored[..4] == key.unbound_fingerprint)
             .ok_or(SecretBoxError::WrongKey)?;
         key.cipher
-            .decrypt(XNonce::from_slice(&stored[4..28]), &stored[28..])
+            .decrypt(nonce, sealed)
             .map_err(|_| SecretBoxError::Damaged)
     }
 }
@@ -286,21 +356,26 @@ mod tests {
     #[test]
     fn seals_and_opens_and_refuses_another_key() {
         let secret_box = SecretBox::random();
-        let sealed = secret_box.seal("whsec_abc");
+        let sealed = secret_box.seal("whsec_abc", &SealedFor::endpoint_secret(1));
         assert!(
             !sealed.windows(9).any(|w| w == b"whsec_abc"),
             "stored in clear"
         );
-        assert_eq!(secret_box.open(&sealed).expect("opens"), "whsec_abc");
+        assert_eq!(
+            secret_box
+                .open(&sealed, &SealedFor::endpoint_secret(1))
+                .expect("opens"),
+            "whsec_abc"
+        );
         assert!(matches!(
-            SecretBox::random().open(&sealed),
+            SecretBox::random().open(&sealed, &SealedFor::endpoint_secret(1)),
             Err(SecretBoxError::WrongKey)
         ));
         let mut damaged = sealed;
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         assert!(matches!(
-            secret_box.open(&damaged),
+            secret_box.open(&damaged, &SealedFor::endpoint_secret(1)),
             Err(SecretBoxError::Damaged)
         ));
     }
@@ -394,14 +469,18 @@ mod tests {
     #[test]
     fn a_previous_key_still_opens_and_the_current_one_seals() {
         let (old, new): ([u8; 32], [u8; 32]) = (rand::random(), rand::random());
-        let sealed_before = SecretBox::new(old).seal("whsec_old");
+        let sealed_before = SecretBox::new(old).seal("whsec_old", &SealedFor::endpoint_secret(1));
         let ring = SecretBox::with_previous(new, [old]);
-        assert_eq!(ring.open(&sealed_before).expect("opens"), "whsec_old");
+        assert_eq!(
+            ring.open(&sealed_before, &SealedFor::endpoint_secret(1))
+                .expect("opens"),
+            "whsec_old"
+        );
         assert!(!ring.is_current(&sealed_before), "worth re-sealing");
-        let resealed = ring.seal("whsec_old");
+        let resealed = ring.seal("whsec_old", &SealedFor::endpoint_secret(1));
         assert!(ring.is_current(&resealed));
         assert!(matches!(
-            SecretBox::new(old).open(&resealed),
+            SecretBox::new(old).open(&resealed, &SealedFor::endpoint_secret(1)),
             Err(SecretBoxError::WrongKey)
         ));
         assert_eq!(
@@ -410,5 +489,52 @@ mod tests {
             vec![old, new]
         );
         assert!(SecretBox::parse_keys("nope").is_err());
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_in_its_own_context() {
+        let secret_box = SecretBox::random();
+        let sealed = secret_box.seal("whsec_mine", &SealedFor::endpoint_secret(1));
+        for elsewhere in [
+            SealedFor::endpoint_secret(2),
+            SealedFor::endpoint_headers(1),
+            SealedFor::idempotent_answer(1, ""),
+        ] {
+            assert!(
+                matches!(
+                    secret_box.open(&sealed, &elsewhere),
+                    Err(SecretBoxError::Damaged)
+                ),
+                "opened in {elsewhere:?}"
+            );
+        }
+        let answer = secret_box.seal_bytes(b"{}", &SealedFor::idempotent_answer(7, "k1"));
+        assert!(
+            secret_box
+                .open_bytes(&answer, &SealedFor::idempotent_answer(7, "k2"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_value_sealed_before_contexts_existed_opens_and_is_not_current() {
+        let key: [u8; 32] = rand::random();
+        let secret_box = SecretBox::new(key);
+        // The first stored form: the key's plain digest, then nonce and ciphertext, no AAD.
+        let nonce = [9_u8; 24];
+        let mut unbound = Sha256::digest(key)[..4].to_vec();
+        unbound.extend_from_slice(&nonce);
+        unbound.extend(
+            XChaCha20Poly1305::new(&key.into())
+                .encrypt(XNonce::from_slice(&nonce), b"whsec_old".as_slice())
+                .expect("encrypt"),
+        );
+        assert_eq!(
+            secret_box
+                .open(&unbound, &SealedFor::endpoint_secret(3))
+                .expect("opens"),
+            "whsec_old"
+        );
+        assert!(!secret_box.is_current(&unbound), "worth re-sealing bound");
     }
 }

@@ -179,12 +179,13 @@ async fn a_secret_no_key_opens_fails_only_its_own_endpoint_and_ends_dead() {
     client.endpoint(&healthy, json!({})).await;
     // One endpoint's secret was sealed under a key this instance does not have (another
     // instance's generated key, or an operator key that was replaced).
+    let broken_key = ids::decode(Kind::Webhook, &broken_id).expect("key");
     sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE endpoint_id = $1")
-        .bind(ids::decode(Kind::Webhook, &broken_id).expect("key"))
-        .bind(
-            deskhook::webhooks::SecretBox::new([9; 32])
-                .seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        )
+        .bind(broken_key)
+        .bind(deskhook::webhooks::SecretBox::new([9; 32]).seal(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &deskhook::webhooks::SealedFor::endpoint_secret(broken_key),
+        ))
         .execute(&app.pool)
         .await
         .expect("foreign seal");
@@ -642,5 +643,37 @@ async fn a_test_event_to_a_disabled_endpoint_is_refused_and_queues_nothing() {
     assert_eq!(status, 202, "{body}");
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(received[0].json["type"], "webhook.test");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sealed_secret_copied_to_another_endpoint_does_not_open_there() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    // Client::new makes a workspace of its own.
+    let victim = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (mine, _) = client.endpoint(&receiver, json!({})).await;
+    let (theirs, their_secret) = victim.endpoint(&receiver, json!({})).await;
+    // Someone who can write the database, but has no operator key, copies the other
+    // workspace's sealed secret into their own endpoint and asks for it.
+    sqlx::query(
+        "UPDATE endpoint_secret SET ciphertext = \
+           (SELECT ciphertext FROM endpoint_secret WHERE endpoint_id = $2) \
+         WHERE endpoint_id = $1",
+    )
+    .bind(ids::decode(Kind::Webhook, &mine).expect("key"))
+    .bind(ids::decode(Kind::Webhook, &theirs).expect("key"))
+    .execute(&app.pool)
+    .await
+    .expect("copy");
+    let (status, body) = client
+        .call(Method::GET, &format!("/v1/webhooks/{mine}/secret"), None)
+        .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        !body.to_string().contains(&their_secret),
+        "the copied secret opened: {body}"
+    );
     app.stop().await;
 }
