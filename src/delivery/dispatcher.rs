@@ -247,9 +247,9 @@ struct LoopState {
     pending_since: Option<Instant>,
     /// Claimable work may exist (a wake-up, a full batch, a tick).
     hint: bool,
-    /// The fair claim's cursor (an endpoint id) and the lane claim's (an order key).
+    /// The fair claim's cursor (an endpoint id) and the lane claim's (a lane).
     fair_cursor: i64,
-    lane_cursor: i64,
+    lane_cursor: claim::LaneCursor,
     /// Whether `per_ticket` lanes have ready rows (from the last tick).
     lanes: bool,
     /// When to tick next.
@@ -328,7 +328,7 @@ impl Dispatcher {
             pending_since: None,
             hint: true,
             fair_cursor: i64::MIN,
-            lane_cursor: i64::MIN,
+            lane_cursor: claim::FIRST_LANE,
             lanes: false,
             next_tick: now,
             last_turn: now.checked_sub(COALESCE).unwrap_or(now),
@@ -440,12 +440,12 @@ impl Dispatcher {
             match claim::claim_lanes(&self.pool, wanted, lease, state.lane_cursor, self.id).await {
                 Ok(rows) => {
                     state.lane_cursor = if rows.len() < wanted {
-                        i64::MIN
+                        claim::FIRST_LANE
                     } else {
                         rows.iter()
-                            .filter_map(|c| c.order_key)
+                            .filter_map(|c| c.order_key.map(|key| (key, c.endpoint_id)))
                             .max()
-                            .unwrap_or(i64::MIN)
+                            .unwrap_or(claim::FIRST_LANE)
                     };
                     claimed = rows;
                 }

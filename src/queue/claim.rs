@@ -26,8 +26,9 @@
 //! holds one of the endpoint's rows, or the endpoint is rate limited, the room is
 //! `max_in_flight` less everything in flight, so the cap holds across instances.
 //!
-//! `per_ticket` endpoints use FIFO lanes ([`claim_lanes`]): only the head (lowest id) of a lane
-//! is eligible, only while nothing of the lane is in flight or scheduled before it; a unique
+//! `per_ticket` endpoints use FIFO lanes ([`claim_lanes`]), one per `(order_key, endpoint_id)`
+//! (the key is a hash, so the endpoint is part of the lane's identity and two tenants' lanes
+//! never merge): only the head (lowest id) of a lane is eligible, only while nothing of the lane is in flight or scheduled before it; a unique
 //! index makes two in flight impossible. Heads are ranked per endpoint so one statement never
 //! exceeds an endpoint's cap or rate, and the walk starts after a rotating cursor so no lane
 //! starves. Rows queued behind a lane's scheduled retry are scheduled with it.
@@ -307,14 +308,15 @@ const CLAIM_LANES: &str = concat!(
     r"
 WITH RECURSIVE head AS (
   (SELECT order_key, id, endpoint_id FROM delivery
-    WHERE state = 0 AND order_key IS NOT NULL AND order_key > $3 AND $1 > 0
-    ORDER BY order_key, id LIMIT 1)
+    WHERE state = 0 AND order_key IS NOT NULL AND (order_key, endpoint_id) > ($3, $5) AND $1 > 0
+    ORDER BY order_key, endpoint_id, id LIMIT 1)
   UNION ALL
   SELECT n.order_key, n.id, n.endpoint_id FROM head h
   CROSS JOIN LATERAL (
     SELECT d.order_key, d.id, d.endpoint_id FROM delivery d
-    WHERE d.state = 0 AND d.order_key IS NOT NULL AND d.order_key > h.order_key
-    ORDER BY d.order_key, d.id LIMIT 1) n
+    WHERE d.state = 0 AND d.order_key IS NOT NULL
+      AND (d.order_key, d.endpoint_id) > (h.order_key, h.endpoint_id)
+    ORDER BY d.order_key, d.endpoint_id, d.id LIMIT 1) n
 ),
 busy AS MATERIALIZED (
   SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id
@@ -326,16 +328,20 @@ walk AS MATERIALIZED (
          coalesce(ep.max_in_flight, 0) - coalesce(b.n, 0) AS room,
          ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at,
          (SELECT s.run_at FROM delivery s
-           WHERE s.state = 2 AND s.order_key = h.order_key AND s.id < h.id
-           ORDER BY s.order_key, s.id LIMIT 1) AS blocked_until
+           WHERE s.state = 2 AND s.order_key = h.order_key AND s.endpoint_id = h.endpoint_id
+             AND s.id < h.id
+           ORDER BY s.order_key, s.endpoint_id, s.id LIMIT 1) AS blocked_until
   FROM head h
   LEFT JOIN endpoint ep ON ep.id = h.endpoint_id
   LEFT JOIN endpoint_queue q ON q.endpoint_id = h.endpoint_id
   LEFT JOIN busy b ON b.endpoint_id = h.endpoint_id
-  WHERE NOT EXISTS (SELECT 1 FROM delivery f WHERE f.state = 1 AND f.order_key = h.order_key)
+  WHERE NOT EXISTS (SELECT 1 FROM delivery f
+                     WHERE f.state = 1 AND f.order_key = h.order_key
+                       AND f.endpoint_id = h.endpoint_id)
     AND (NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
          OR EXISTS (SELECT 1 FROM delivery s
-                     WHERE s.state = 2 AND s.order_key = h.order_key AND s.id < h.id)
+                     WHERE s.state = 2 AND s.order_key = h.order_key
+                       AND s.endpoint_id = h.endpoint_id AND s.id < h.id)
          OR (coalesce(ep.max_in_flight, 0) > coalesce(b.n, 0)
              AND (q.next_send_at IS NULL OR q.next_send_at <= now())))
   LIMIT 256
@@ -394,7 +400,7 @@ paced AS (
 ),
 behind AS MATERIALIZED (
   SELECT d.id, w.blocked_until FROM walk w
-  JOIN delivery d ON d.order_key = w.order_key AND d.state = 0
+  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id AND d.state = 0
   WHERE w.live AND w.blocked_until IS NOT NULL
   FOR UPDATE OF d SKIP LOCKED
 ),
@@ -403,7 +409,7 @@ demoted AS (
 ),
 tidy AS MATERIALIZED (
   SELECT d.id, w.gone FROM walk w
-  JOIN delivery d ON d.order_key = w.order_key AND d.state = 0
+  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id AND d.state = 0
   WHERE NOT w.live
   FOR UPDATE OF d SKIP LOCKED
 ),
@@ -426,20 +432,27 @@ JOIN room r ON r.endpoint_id = c.endpoint_id
 "
 );
 
+/// Where a walk over lanes starts: after this lane, `(order_key, endpoint_id)`.
+pub type LaneCursor = (i64, i64);
+
+/// The cursor that starts a walk from the first lane.
+pub const FIRST_LANE: LaneCursor = (i64::MIN, i64::MIN);
+
 /// Claims up to `limit` due heads of `per_ticket` lanes, leased for `lease_seconds`, walking
-/// lanes after `cursor` (an `order_key`; `i64::MIN` to start from the first).
+/// lanes after `cursor` ([`FIRST_LANE`] to start from the first).
 pub async fn claim_lanes(
     pool: &PgPool,
     limit: usize,
     lease_seconds: f64,
-    cursor: i64,
+    cursor: LaneCursor,
     dispatcher: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     match sqlx::query(CLAIM_LANES)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(lease_seconds)
-        .bind(cursor)
+        .bind(cursor.0)
         .bind(dispatcher)
+        .bind(cursor.1)
         .fetch_all(pool)
         .await
     {

@@ -255,3 +255,65 @@ async fn switching_to_per_ticket_puts_the_waiting_backlog_in_order() {
     workers.stop().await;
     api.stop().await;
 }
+
+#[tokio::test]
+async fn lanes_of_two_endpoints_sharing_an_order_key_never_block_each_other() {
+    let schedule: deskhook::config::RetrySchedule = "1h".parse().expect("schedule");
+    let app = TestApp::spawn_with(|config| config.retry_schedule = schedule).await;
+    let failing_tenant = Client::new(&app).await;
+    let other_tenant = Client::new(&app).await;
+    let failing = Receiver::start().await;
+    failing.respond_with(500);
+    let healthy = Receiver::start().await;
+    failing_tenant
+        .endpoint(
+            &failing,
+            json!({ "ordering": "per_ticket", "events": ["ticket.created"] }),
+        )
+        .await;
+    let (healthy_id, _) = other_tenant
+        .endpoint(
+            &healthy,
+            json!({ "ordering": "per_ticket", "events": ["ticket.created"] }),
+        )
+        .await;
+    failing_tenant
+        .ingest(json!({ "id": "head", "type": "ticket.created", "ticket_id": "T-1", "data": {} }))
+        .await;
+    // The failing lane's head now waits an hour for its retry.
+    failing.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM delivery WHERE state = 2")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not scheduled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other tenant's lane has the same 64-bit order key (a hash collision, forced here):
+    // its delivery must not wait behind the failing tenant's retry.
+    let accepted = other_tenant
+        .ingest(json!({ "id": "other", "type": "ticket.updated", "ticket_id": "T-9", "data": {} }))
+        .await;
+    let event = deskhook::ids::decode(
+        deskhook::ids::Kind::Event,
+        accepted[0]["id"].as_str().expect("id"),
+    )
+    .expect("key");
+    sqlx::query(
+        "INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, order_key) \
+         SELECT deskhook_id(), ep.workspace_id, ep.id, $2, \
+                (SELECT order_key FROM delivery WHERE state = 2) \
+         FROM endpoint ep WHERE ep.id = $1",
+    )
+    .bind(deskhook::ids::decode(deskhook::ids::Kind::Webhook, &healthy_id).expect("key"))
+    .bind(event)
+    .execute(&app.pool)
+    .await
+    .expect("colliding delivery");
+    let received = healthy.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].json["type"], "ticket.updated");
+    app.stop().await;
+}
