@@ -1,5 +1,6 @@
-//! Retention (`DESKHOOK_RETENTION`, default 30 days): finished deliveries, their attempts, and
-//! events older than the retention period are deleted in small batches, so no statement holds
+//! Retention (`DESKHOOK_RETENTION`, default 30 days): deliveries that finished longer ago than
+//! the retention period, their attempts, and the events no kept delivery refers to are deleted
+//! in small batches, so no statement holds
 //! locks or a snapshot for long. An event still referenced by a waiting or in-flight delivery
 //! is kept whatever its age, so nothing accepted is lost; deleting an event also ends its
 //! ingest dedupe key.
@@ -14,34 +15,49 @@ const BATCH: i64 = 5_000;
 /// How often the sweep runs.
 const INTERVAL: Duration = Duration::from_secs(3600);
 
-/// One sweep; returns the rows deleted from each table.
+/// The id `deskhook_id()` gives a row created `$1` seconds ago: ids sort by creation time
+/// (milliseconds since 2025 above 22 bits), so "created before the cutoff" is an id range on
+/// a primary key and no time index is paid for on the hot path.
+const CUTOFF_ID: &str = "((floor(extract(epoch FROM now() - make_interval(secs => $1)) * 1000)::bigint \
+                         - 1735689600000) << 22)";
+
+/// One sweep; returns the rows deleted from `[delivery_attempt, delivery_finished, event]`.
+///
+/// History is kept for the retention period after it *ends*, not after the delivery was
+/// created (review L6): a finished delivery goes when it finished before the cutoff (it was
+/// created before it finished, so the id range only narrows the scan); attempts go with their
+/// delivery, never while it is live again after a replay; an event goes only when no delivery,
+/// live or finished, still refers to it, so every listed delivery finds its event.
 pub async fn sweep(pool: &PgPool, retention: Duration) -> Result<[u64; 3], sqlx::Error> {
     let seconds = retention.as_secs_f64();
-    // Ids sort by creation time (`deskhook_id()`: milliseconds since 2025 above 22 bits), so
-    // "older than the retention period" is an id range on each primary key: no time index is
-    // paid for on the hot path. A delivery's attempts and its finished row age with the
-    // delivery's creation.
-    let statements = [
-        "DELETE FROM delivery_attempt WHERE ctid = ANY(ARRAY(SELECT ctid FROM delivery_attempt \
-           WHERE delivery_id < ((floor(extract(epoch FROM now() - make_interval(secs => $1)) * 1000)::bigint \
-                                - 1735689600000) << 22) LIMIT $2))",
+    let finished = format!(
         "DELETE FROM delivery_finished WHERE id = ANY(ARRAY(SELECT id FROM delivery_finished \
-           WHERE id < ((floor(extract(epoch FROM now() - make_interval(secs => $1)) * 1000)::bigint \
-                       - 1735689600000) << 22) LIMIT $2))",
+           WHERE id < {CUTOFF_ID} AND finished_at < now() - make_interval(secs => $1) LIMIT $2))"
+    );
+    let attempts = format!(
+        "DELETE FROM delivery_attempt WHERE ctid = ANY(ARRAY(SELECT a.ctid FROM delivery_attempt a \
+           WHERE a.delivery_id < {CUTOFF_ID} \
+             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.id = a.delivery_id) \
+             AND NOT EXISTS (SELECT 1 FROM delivery_finished f WHERE f.id = a.delivery_id) \
+           LIMIT $2))"
+    );
+    let events = format!(
         "DELETE FROM event WHERE id = ANY(ARRAY(SELECT e.id FROM event e \
-           WHERE e.id < ((floor(extract(epoch FROM now() - make_interval(secs => $1)) * 1000)::bigint \
-                         - 1735689600000) << 22) \
-             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_id = e.id) LIMIT $2))",
-    ];
+           WHERE e.id < {CUTOFF_ID} \
+             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_id = e.id) \
+             AND NOT EXISTS (SELECT 1 FROM delivery_finished f WHERE f.event_id = e.id) \
+           LIMIT $2))"
+    );
+    // Finished rows first: their attempts and events then go in the same sweep.
     let mut deleted = [0_u64; 3];
-    for (slot, statement) in deleted.iter_mut().zip(statements) {
+    for (slot, statement) in [(1, finished), (0, attempts), (2, events)] {
         loop {
-            let result = sqlx::query(statement)
+            let result = sqlx::query(&statement)
                 .bind(seconds)
                 .bind(BATCH)
                 .execute(pool)
                 .await?;
-            *slot += result.rows_affected();
+            deleted[slot] += result.rows_affected();
             if result.rows_affected() < u64::try_from(BATCH).unwrap_or(u64::MAX) {
                 break;
             }

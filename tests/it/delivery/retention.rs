@@ -39,7 +39,13 @@ async fn old_history_goes_and_waiting_work_stays() {
         )
         .await;
     // Ids carry their creation time: an id from two days ago is an old row.
-    let two_days_ago = "((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint - 1735689600000) << 22)";
+    let two_days_ago: i64 = sqlx::query_scalar(
+        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
+                  - 1735689600000) << 22)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("an old id");
     sqlx::query(&format!(
         "INSERT INTO event (id, workspace_id, event_type, source, occurred_at, data) \
          SELECT {two_days_ago} + 7, workspace_id, 'ticket.closed', 'ingest', now(), '{{}}' \
@@ -65,7 +71,8 @@ async fn old_history_goes_and_waiting_work_stays() {
     .await
     .expect("age the delivered event");
     sqlx::query(&format!(
-        "UPDATE delivery_finished SET id = {two_days_ago} + 2"
+        "UPDATE delivery_finished SET id = {two_days_ago} + 2, \
+                finished_at = now() - interval '2 days'"
     ))
     .execute(&app.pool)
     .await
@@ -93,6 +100,111 @@ async fn old_history_goes_and_waiting_work_stays() {
         events,
         ["ticket.closed"],
         "the waiting delivery's event stays"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_is_kept_for_the_retention_period_after_it_ends_not_after_it_began() {
+    // API only: nothing claims the live row this test leaves waiting.
+    let app = TestApp::spawn_with(|config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: false,
+            timers: false,
+        };
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client.endpoint(&receiver, json!({})).await;
+    // Ids carry their creation time: one id, computed once, from two days ago.
+    let two_days_ago: i64 = sqlx::query_scalar(
+        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
+                  - 1735689600000) << 22)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("an old id");
+    let two_days_ago = two_days_ago.to_string();
+    // Two deliveries created two days ago (the retention here is one day), each with its event
+    // and one attempt: one died just now, one was replayed and waits for its next attempt.
+    for (n, statement) in [
+        (
+            1,
+            "INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, \
+                                            status, attempts, created_at, finished_at) \
+             SELECT {old} + 11, workspace_id, id, {old} + 1, 1, 'dead', 5, \
+                    now() - interval '2 days', now() \
+             FROM endpoint",
+        ),
+        (
+            2,
+            "INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, attempt, created_at) \
+             SELECT {old} + 12, workspace_id, id, {old} + 2, 5, now() - interval '2 days' FROM endpoint",
+        ),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO event (id, workspace_id, event_type, source, occurred_at, data) \
+             SELECT {two_days_ago} + {n}, workspace_id, 'ticket.created', 'ingest', now(), '{{}}' \
+             FROM endpoint"
+        ))
+        .execute(&app.pool)
+        .await
+        .expect("an old event");
+        sqlx::query(&statement.replace("{old}", &two_days_ago))
+            .execute(&app.pool)
+            .await
+            .expect("an old delivery");
+        sqlx::query(&format!(
+            "INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms, outcome) \
+             SELECT {two_days_ago} + 1{n}, 5, id, now(), 3, 'http_error' FROM endpoint"
+        ))
+        .execute(&app.pool)
+        .await
+        .expect("its attempt");
+    }
+
+    let deleted = deskhook::queue::retention::sweep(&app.pool, Duration::from_secs(86_400))
+        .await
+        .expect("sweep");
+    assert_eq!(
+        deleted,
+        [0, 0, 0],
+        "nothing of either has been over for a day"
+    );
+    let (status, listed) = client
+        .call(reqwest::Method::GET, "/v1/deliveries?status=dead", None)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let dead = listed["data"].as_array().expect("data");
+    assert_eq!(dead.len(), 1, "the late dead letter is listed: {listed}");
+    let id = dead[0]["id"].as_str().expect("id");
+    let shown = client.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(
+        shown["data"]["attempt_log"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+
+    // A day after it died, the dead letter goes with its attempt and event; the live one stays.
+    sqlx::query("UPDATE delivery_finished SET finished_at = now() - interval '25 hours'")
+        .execute(&app.pool)
+        .await
+        .expect("age the death");
+    let deleted = deskhook::queue::retention::sweep(&app.pool, Duration::from_secs(86_400))
+        .await
+        .expect("sweep");
+    assert_eq!(deleted, [1, 1, 1]);
+    let live_attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_attempt a JOIN delivery d ON d.id = a.delivery_id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        live_attempts, 1,
+        "the replayed delivery keeps its attempt log"
     );
     app.stop().await;
 }
