@@ -14,9 +14,9 @@ use ipnet::IpNet;
 pub struct Roles {
     /// `/v1`, `/openapi.json`, `/docs`.
     pub api: bool,
-    /// The delivery worker pool.
+    /// The delivery worker pool (and the lease reaper, which rescues dead workers' rows).
     pub workers: bool,
-    /// The SLA timer and the maintenance loops.
+    /// The SLA timer and the maintenance loops (retention; the lease reaper too).
     pub timers: bool,
 }
 

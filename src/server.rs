@@ -174,6 +174,11 @@ async fn start_roles(
             config.retention,
             shutdown.clone(),
         ));
+    }
+    // Every instance that delivers also rescues dead workers' leases (safe from any number of
+    // instances): a deployment whose timers run elsewhere, or not at all, never leaves lanes and
+    // caps blocked by a crashed worker (review L10).
+    if config.roles.workers || config.roles.timers {
         tasks.spawn(run_lease_reaper(
             pool.clone(),
             wakeup.clone(),

@@ -677,3 +677,111 @@ async fn a_sealed_secret_copied_to_another_endpoint_does_not_open_there() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_shutdown_with_hanging_and_rate_limited_receivers_ends_in_time_and_loses_nothing() {
+    let db = deskhook_testkit::TestDatabase::create().await;
+    let settings = |config: &mut deskhook::config::Config| {
+        config.shutdown_timeout = Duration::from_secs(1);
+        config.attempt_timeout = Duration::from_secs(2);
+    };
+    let app = TestApp::spawn_on(db.clone(), settings).await;
+    let client = Client::new(&app).await;
+    let hanging = Receiver::start().await;
+    hanging.delay(Duration::from_secs(30));
+    let limited = Receiver::start().await;
+    client
+        .endpoint(
+            &hanging,
+            json!({ "events": ["ticket.created"], "max_in_flight": 4 }),
+        )
+        .await;
+    client
+        .endpoint(
+            &limited,
+            json!({ "events": ["ticket.updated"], "rate_limit_per_second": 1 }),
+        )
+        .await;
+    for (prefix, event_type) in [("h", "ticket.created"), ("r", "ticket.updated")] {
+        client
+            .ingest(json!({ "events": (0..20)
+                .map(|i| event(&format!("{prefix}{i}"), event_type)).collect::<Vec<_>>() }))
+            .await;
+    }
+    // The hanging receiver records a request when it answers: watch its concurrency instead.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hanging.max_concurrency() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hanging receiver never held 4 requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    limited.wait_for(1, Duration::from_secs(10)).await;
+
+    let started = tokio::time::Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "a shutdown with a 1 s timeout took {took:?} with hanging and rate-limited receivers"
+    );
+
+    // What the stopped instance held is rescued and delivered by the next one.
+    hanging.delay(Duration::ZERO);
+    let next = TestApp::spawn_on(db, settings).await;
+    let distinct = |r: &[crate::support::receiver::Received]| {
+        r.iter()
+            .filter(|r| r.answered < 300)
+            .map(|r| r.event_id())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    hanging
+        .wait_until(Duration::from_secs(30), |r| distinct(r) >= 20)
+        .await;
+    // The rate-limited backlog is still there, waiting for its slots: none of it was lost.
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM delivery) + (SELECT count(*) FROM delivery_finished)",
+    )
+    .fetch_one(&next.pool)
+    .await
+    .expect("count");
+    assert_eq!(kept, 40);
+    next.stop().await;
+}
+
+#[tokio::test]
+async fn a_workers_only_instance_rescues_leases_a_dead_worker_left() {
+    let app = TestApp::spawn_with(|config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: true,
+            timers: false,
+        };
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client
+        .endpoint(&receiver, json!({ "events": ["ticket.created"] }))
+        .await;
+    let accepted = client
+        .ingest(json!({ "events": [event("orphan", "ticket.closed")] }))
+        .await;
+    let event_key = ids::decode(Kind::Event, accepted[0]["id"].as_str().expect("id")).expect("key");
+    // A worker that died mid-attempt: its row is in flight under a lease that ran out.
+    sqlx::query(
+        "INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, state, attempt, \
+                               lease_until, lease_id) \
+         SELECT deskhook_id(), workspace_id, id, $1, 1, 1, now() - interval '1 second', \
+                nextval('delivery_lease_seq') FROM endpoint",
+    )
+    .bind(event_key)
+    .execute(&app.pool)
+    .await
+    .expect("an orphaned lease");
+    let received = receiver.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(received[0].header("deskhook-attempt"), "2");
+    app.stop().await;
+}
