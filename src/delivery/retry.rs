@@ -99,4 +99,50 @@ mod tests {
             Some(Duration::from_millis(100))
         );
     }
+
+    mod properties {
+        use std::time::Duration;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn schedules() -> impl Strategy<Value = RetrySchedule> {
+            proptest::collection::vec(1_u64..86_400_000, 1..=RetrySchedule::MAX_ENTRIES).prop_map(
+                |ms| RetrySchedule {
+                    delays: ms.into_iter().map(Duration::from_millis).collect(),
+                },
+            )
+        }
+
+        proptest! {
+            /// Attempt n waits for the schedule's nth delay ±20 %, and the delivery is dead
+            /// once the schedule is used up (or before any attempt was counted).
+            #[test]
+            fn the_schedule_with_jitter_then_dead(schedule in schedules(), attempt in 0_u32..30) {
+                let delay = next_delay(&schedule, attempt, None);
+                match attempt.checked_sub(1).and_then(|i| schedule.delays.get(i as usize)) {
+                    None => prop_assert_eq!(delay, None),
+                    Some(planned) => {
+                        let delay = delay.expect("a retry is left").as_secs_f64();
+                        let planned = planned.as_secs_f64();
+                        prop_assert!(delay >= planned * 0.8 - 1e-9 && delay <= planned * 1.2 + 1e-9);
+                    }
+                }
+            }
+
+            /// A receiver's `Retry-After` is honoured, but never below 1 s (or the planned delay,
+            /// if shorter) and never beyond the schedule's longest delay.
+            #[test]
+            fn retry_after_is_bounded(schedule in schedules(), attempt in 1_u32..=20, asked_ms in 0_u64..1_000_000_000) {
+                prop_assume!((attempt as usize) <= schedule.delays.len());
+                let planned = schedule.delays[attempt as usize - 1];
+                let longest = *schedule.delays.iter().max().expect("not empty");
+                let delay = next_delay(&schedule, attempt, Some(Duration::from_millis(asked_ms)))
+                    .expect("a retry is left");
+                prop_assert!(delay <= longest);
+                prop_assert!(delay >= planned.min(Duration::from_secs(1)).min(longest));
+            }
+        }
+    }
 }

@@ -233,4 +233,77 @@ mod tests {
                 .is_err()
         );
     }
+
+    mod properties {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Every IPv6 form that carries an IPv4 address, built from `v4`.
+        fn carriers(v4: Ipv4Addr) -> [Ipv6Addr; 5] {
+            let [a, b, c, d] = v4.octets();
+            let hi = u16::from_be_bytes([a, b]);
+            let lo = u16::from_be_bytes([c, d]);
+            [
+                v4.to_ipv6_mapped(),
+                Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1),
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo),
+            ]
+        }
+
+        proptest! {
+            /// An IPv4 address is judged the same however IPv6 wraps it (mapped, translated,
+            /// NAT64, 6to4, compatible), so no wrapping smuggles a private address out.
+            #[test]
+            fn every_ipv6_wrapping_of_an_ipv4_address_is_judged_as_the_address(raw in any::<u32>()) {
+                let v4 = Ipv4Addr::from(raw);
+                let direct = forbidden_class(IpAddr::V4(v4));
+                for (i, v6) in carriers(v4).into_iter().enumerate() {
+                    // `::a.b.c.d` with a.b.c.d of 0.0.0.0 or 0.0.0.1 is `::`/`::1` itself.
+                    if i == 4 && raw <= 1 {
+                        prop_assert!(forbidden_class(IpAddr::V6(v6)).is_some());
+                        continue;
+                    }
+                    prop_assert_eq!(forbidden_class(IpAddr::V6(v6)), direct, "{}", v6);
+                    prop_assert_eq!(
+                        AddressGuard::default().check(IpAddr::V6(v6)).is_err(),
+                        direct.is_some(),
+                        "{}", v6
+                    );
+                }
+            }
+
+            /// The standard library's own predicates are a floor: whatever it calls loopback,
+            /// private, link-local, multicast, broadcast, documentation or unspecified is refused.
+            #[test]
+            fn what_the_standard_library_calls_non_public_is_refused(raw in any::<u32>(), raw6 in any::<u128>()) {
+                let v4 = Ipv4Addr::from(raw);
+                if v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_multicast()
+                    || v4.is_broadcast() || v4.is_documentation() || v4.is_unspecified()
+                {
+                    prop_assert!(forbidden_class(IpAddr::V4(v4)).is_some(), "{}", v4);
+                }
+                let v6 = Ipv6Addr::from(raw6);
+                if v6.is_loopback() || v6.is_unspecified() || v6.is_multicast()
+                    || v6.is_unicast_link_local() || v6.is_unique_local()
+                {
+                    prop_assert!(forbidden_class(IpAddr::V6(v6)).is_some(), "{}", v6);
+                }
+            }
+
+            /// An allow-listed network always passes, and nothing outside it gains from it.
+            #[test]
+            fn the_allow_list_exempts_exactly_its_networks(raw in any::<u32>(), prefix in 8_u8..=32, probe in any::<u32>()) {
+                let net = IpNet::new(IpAddr::V4(Ipv4Addr::from(raw)), prefix).expect("net").trunc();
+                let guard = AddressGuard::new(vec![net]);
+                let probe = IpAddr::V4(Ipv4Addr::from(probe));
+                let expected = net.contains(&probe) || forbidden_class(probe).is_none();
+                prop_assert_eq!(guard.check(probe).is_ok(), expected);
+            }
+        }
+    }
 }

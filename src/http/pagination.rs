@@ -90,4 +90,27 @@ mod tests {
         assert!(decode_cursor::<(String, i64)>("not a cursor!").is_err());
         assert!(decode_cursor::<(String, i64)>(&encode_cursor(&"x")).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// A cursor gives back the position it was made from.
+            #[test]
+            fn a_cursor_round_trips(id in any::<i64>(), name in ".{0,40}") {
+                let cursor = encode_cursor(&(id, name.clone()));
+                prop_assert_eq!(decode_cursor::<(i64, String)>(&cursor).ok(), Some((id, name)));
+            }
+
+            /// Anything else a client sends as a cursor is a 400, never a panic or a 500.
+            #[test]
+            fn any_other_text_is_a_clear_400(text in ".{0,80}") {
+                if let Err(error) = decode_cursor::<(i64, String)>(&text) {
+                    prop_assert_eq!(error.code(), crate::http::ErrorCode::BadRequest);
+                }
+            }
+        }
+    }
 }

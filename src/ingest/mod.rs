@@ -345,4 +345,76 @@ mod tests {
         assert!(invalid(&many).contains_key("events"));
         assert!(matches!(parse(b"{nope"), Err(IngestError::Malformed(_))));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+
+        fn event() -> impl Strategy<Value = (String, String, Option<String>, Value)> {
+            let types: Vec<&str> = events::EVENT_TYPES
+                .iter()
+                .copied()
+                .filter(|t| *t != events::TEST_EVENT)
+                .collect();
+            (
+                proptest::sample::select(types),
+                "[A-Za-z0-9_.:-]{1,64}",
+                proptest::option::of("[^\\u{0}]{1,40}"),
+                proptest::collection::btree_map("[a-z]{1,8}", "[^\\u{0}]{0,20}", 0..5),
+            )
+                .prop_map(|(t, id, ticket, data)| (t.to_owned(), id, ticket, json!(data)))
+        }
+
+        proptest! {
+            /// Any bytes at all are an answer (events or a validation error), never a panic.
+            #[test]
+            fn any_body_is_parsed_or_refused(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(&body);
+            }
+
+            /// Valid events come out as they went in, in order, alone or in a batch.
+            #[test]
+            fn valid_events_keep_their_fields_and_order(events in proptest::collection::vec(event(), 1..8)) {
+                let json_events: Vec<Value> = events
+                    .iter()
+                    .map(|(t, id, ticket, data)| {
+                        let mut e = json!({ "type": t, "id": id, "data": data });
+                        if let Some(ticket) = ticket {
+                            e["ticket_id"] = json!(ticket);
+                        }
+                        e
+                    })
+                    .collect();
+                let batch = parse(json!({ "events": json_events }).to_string().as_bytes())
+                    .expect("a valid batch");
+                prop_assert_eq!(batch.len(), events.len());
+                for (parsed, (t, id, ticket, data)) in batch.iter().zip(&events) {
+                    prop_assert_eq!(&parsed.event_type, t);
+                    prop_assert_eq!(parsed.external_id.as_deref(), Some(id.as_str()));
+                    prop_assert_eq!(&parsed.ticket_key, ticket);
+                    prop_assert_eq!(&serde_json::from_str::<Value>(&parsed.data).expect("json"), data);
+                }
+                let one = parse(json_events[0].to_string().as_bytes()).expect("one event");
+                prop_assert_eq!(one.len(), 1);
+            }
+
+            /// A NUL anywhere PostgreSQL's text would refuse it is a 422 naming the field,
+            /// never a stored event (review L4).
+            #[test]
+            fn a_nul_is_refused_by_field((t, id, _, _) in event(), before in "[a-z]{0,5}", after in "[a-z]{0,5}") {
+                let nul = format!("{before}\u{0}{after}");
+                for (body, field) in [
+                    (json!({ "type": t, "id": id, "ticket_id": nul, "data": {} }), "ticket_id"),
+                    (json!({ "type": t, "id": id, "data": { "note": nul } }), "data"),
+                ] {
+                    match parse(body.to_string().as_bytes()) {
+                        Err(IngestError::Invalid(fields)) => prop_assert!(fields.contains_key(field), "{:?}", fields),
+                        other => prop_assert!(false, "{:?}", other),
+                    }
+                }
+            }
+        }
+    }
 }

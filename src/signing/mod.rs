@@ -191,4 +191,51 @@ mod tests {
         assert!(SigningSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(SigningSecret::parse("whsec_!!!").is_err());
     }
+
+    mod properties {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// What Deskhook signs, a subscriber using the Standard Webhooks library verifies,
+            /// for any secret length the format allows, any message id and any body; and a
+            /// changed body never verifies.
+            #[test]
+            fn a_subscriber_verifies_every_signature_and_no_tampered_body(
+                key in proptest::collection::vec(any::<u8>(), 24..=64),
+                message in "[a-z]{3}_[A-Za-z0-9]{1,30}",
+                // Bodies are JSON, so text (the library refuses bytes that are not UTF-8).
+                body in ".{0,600}".prop_map(String::into_bytes),
+                flip in any::<prop::sample::Index>(),
+            ) {
+                let text = format!("whsec_{}", STANDARD.encode(&key));
+                let secret = SigningSecret::parse(&text).expect("a valid secret");
+                prop_assert_eq!(secret.expose(), text.as_str());
+                let timestamp = chrono::Utc::now().timestamp();
+                let signatures = sign(std::slice::from_ref(&secret), &message, timestamp, &body);
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert("webhook-id", message.parse().expect("header"));
+                headers.insert("webhook-timestamp", timestamp.to_string().parse().expect("header"));
+                headers.insert("webhook-signature", signatures.standard.parse().expect("header"));
+                let subscriber = standardwebhooks::Webhook::new(&text).expect("the library reads it");
+                let verified = subscriber.verify(&body, &headers);
+                prop_assert!(verified.is_ok(), "{:?}", verified);
+                if !body.is_empty() {
+                    let mut tampered = body.clone();
+                    tampered[flip.index(body.len())] ^= 1;
+                    prop_assert!(subscriber.verify(&tampered, &headers).is_err());
+                }
+            }
+
+            /// Secrets outside the format are refused, never half-parsed.
+            #[test]
+            fn only_whsec_and_24_to_64_bytes_parse(key in proptest::collection::vec(any::<u8>(), 0..100)) {
+                let text = format!("whsec_{}", STANDARD.encode(&key));
+                prop_assert_eq!(SigningSecret::parse(&text).is_ok(), (24..=64).contains(&key.len()));
+                prop_assert!(SigningSecret::parse(&STANDARD.encode(&key)).is_err());
+            }
+        }
+    }
 }

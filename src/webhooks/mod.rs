@@ -873,3 +873,37 @@ pub async fn targets(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::delivery::ssrf::forbidden_class;
+
+    proptest! {
+        /// However an IPv4 literal is written in a URL (dotted, one decimal number, hex, octal,
+        /// dotted octal, bracketed IPv6-mapped), the guard judges the address it means.
+        #[test]
+        fn every_spelling_of_an_address_literal_is_judged_as_the_address(raw in any::<u32>()) {
+            let v4 = Ipv4Addr::from(raw);
+            let [a, b, c, d] = v4.octets();
+            let refused = forbidden_class(IpAddr::V4(v4)).is_some();
+            for host in [
+                v4.to_string(),
+                raw.to_string(),
+                format!("0x{raw:x}"),
+                format!("0{raw:o}"),
+                format!("0{a:o}.0{b:o}.0{c:o}.0{d:o}"),
+                format!("0x{a:x}.{b}.0{c:o}.{d}"),
+                format!("[::ffff:{v4}]"),
+            ] {
+                let url = format!("http://{host}:8080/hook");
+                let judged = validate_url(&url, &AddressGuard::default());
+                prop_assert_eq!(judged.is_err(), refused, "{} -> {:?}", url, judged);
+            }
+        }
+    }
+}
