@@ -4,6 +4,7 @@
 mod failures;
 mod hardening;
 mod isolation;
+mod model;
 mod retention;
 mod scale;
 mod signed;
