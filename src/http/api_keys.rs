@@ -273,6 +273,7 @@ async fn workspace(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateWorkspace {
+    #[schema(minimum = 1)]
     rate_limit_per_minute: Option<u32>,
 }
 

@@ -60,8 +60,8 @@ where
     }
 }
 
-/// A JSON body that may be absent: an empty body is `None` (actions like `rotate` whose body
-/// is optional).
+/// A JSON body that may be absent: an empty body, or JSON `null` (as the OpenAPI document's
+/// `oneOf [T, null]` allows), is `None` (actions like `rotate` whose body is optional).
 #[derive(Debug, Clone, Default)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -79,7 +79,11 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        parse_json(&bytes).map(|value| Self(Some(value)))
+        let value: Value = parse_json(&bytes)?;
+        if value.is_null() {
+            return Ok(Self(None));
+        }
+        parse_value(value).map(|value| Self(Some(value)))
     }
 }
 

@@ -237,7 +237,7 @@ pub const ALIASES: &[(&str, &str)] = &[
 const ERRORS: &[(ErrorCode, &str, When)] = &[
     (
         ErrorCode::BadRequest,
-        "Malformed JSON, an unknown query parameter or value, a bad cursor or limit",
+        "Malformed JSON, an unknown query parameter or value, a bad cursor or limit, a malformed `Idempotency-Key`",
         When::Input,
     ),
     (
@@ -469,7 +469,13 @@ fn add_conventions(is_post: bool, operation: &mut Operation) {
                      get the first answer (with `Idempotency-Replayed: true`); the same key \
                      with another request is a 409. Scoped per API key.",
                 ))
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[ -~]*[!-~][ -~]*$")),
+                ))
                 .build(),
         ));
     }
@@ -490,7 +496,8 @@ fn add_conventions(is_post: bool, operation: &mut Operation) {
     for (code, _, when) in ERRORS {
         let applies = match when {
             When::Always => true,
-            When::Input => has_body || has_query,
+            // A POST's `Idempotency-Key` header is input too.
+            When::Input => has_body || has_query || is_post,
             When::PathId => has_path_id,
             When::Body => has_body,
             When::Post => is_post,

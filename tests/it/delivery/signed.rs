@@ -516,3 +516,21 @@ async fn a_write_key_can_rotate_a_secret_but_never_sees_it() {
     assert!(new_secret.starts_with("whsec_") && new_secret != old_secret);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_optional_body_may_be_json_null_as_the_openapi_document_says() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (id, _) = client.endpoint(&receiver, json!({})).await;
+    let (status, body) = client
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/{id}/rotate-secret"),
+            Some(serde_json::Value::Null),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["secret"].is_string(), "{body}");
+    app.stop().await;
+}
