@@ -7,6 +7,7 @@ mod cli;
 mod conventions;
 mod delivery;
 mod demo;
+mod faults;
 mod helpdesk;
 mod observability;
 mod ops;

@@ -262,6 +262,36 @@ impl LocalPostgres {
             return Ok(());
         }
         self.shutdown();
+        self.start_again()
+    }
+
+    /// Kills the server as a crash would (an immediate shutdown: no checkpoint, crash
+    /// recovery on the next start) and starts it again on the same port. Only for a server
+    /// this value started.
+    pub fn crash_and_restart(&mut self) -> Result<(), Error> {
+        if self.watchdog.is_none() {
+            return Ok(());
+        }
+        let pid_file = self.cluster_dir.join("postmaster.pid");
+        let postmaster = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = postmaster {
+            // SIGQUIT is PostgreSQL's immediate shutdown.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            let _ = child.wait();
+            drop(stdin);
+        }
+        self.start_again()
+    }
+
+    /// Starts the stopped server on its port and waits until it accepts connections.
+    fn start_again(&mut self) -> Result<(), Error> {
         let log_path = self.cluster_dir.with_extension("log");
         let (child, stdin) = spawn_watchdog(
             &self.binaries,

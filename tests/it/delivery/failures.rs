@@ -114,7 +114,7 @@ async fn a_name_resolving_to_a_refused_address_gets_no_request() {
     app.stop().await;
 }
 
-pub(super) fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -127,7 +127,7 @@ fn start_service(database_url: &str, port: u16, data_dir: &std::path::Path) -> C
 }
 
 /// `deskhook serve` as a process of its own (its environment is its own), with `env` added.
-pub(super) fn start_service_with(
+pub(crate) fn start_service_with(
     database_url: &str,
     port: u16,
     data_dir: &std::path::Path,
@@ -143,17 +143,14 @@ pub(super) fn start_service_with(
         .env("DESKHOOK_ATTEMPT_TIMEOUT", "1s")
         .env("DESKHOOK_RETRY_SCHEDULE", "100ms,100ms,100ms,100ms,100ms")
         .env("DESKHOOK_RATE_LIMIT", "off")
-        .env(
-            "DESKHOOK_SECRET_KEY",
-            "727dbe3bc55c849ef337710645afb908944f5ee02a8097f84ab6874b2b1f0425",
-        )
+        .env("DESKHOOK_SECRET_KEY", crate::support::OPERATOR_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start deskhook")
 }
 
-pub(super) async fn wait_ready(port: u16) {
+pub(crate) async fn wait_ready(port: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await

@@ -1,7 +1,7 @@
 //! Webhook delivery as subscribers and operators see it: signed POSTs to real receivers on
 //! loopback, retries, dead letters, replay, isolation, ordering, SSRF, crashes.
 
-mod failures;
+pub(crate) mod failures;
 mod hardening;
 mod isolation;
 mod model;

@@ -1,5 +1,7 @@
 //! Test support: start the real app on `127.0.0.1:0` against a fresh database, and talk to it.
 
+pub mod hostile;
+pub mod proxy;
 pub mod receiver;
 
 use std::{net::SocketAddr, time::Duration};
@@ -8,6 +10,10 @@ use deskhook::config::Config;
 use deskhook_testkit::TestDatabase;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+
+/// The operator key of every instance a test starts, in process or as a process of its own,
+/// so they open each other's sealed secrets as one deployment's instances do.
+pub const OPERATOR_KEY: &str = "727dbe3bc55c849ef337710645afb908944f5ee02a8097f84ab6874b2b1f0425";
 
 /// A running instance of the service.
 pub struct TestApp {
@@ -40,7 +46,9 @@ impl TestApp {
         config.allow_networks = deskhook::config::parse_networks("127.0.0.1/32").expect("cidr");
         config.rate_limit = deskhook::config::RateLimit::Off;
         // Every instance of a deployment shares the operator key.
-        config.secret_box = deskhook::webhooks::SecretBox::new([7; 32]);
+        config.secret_box = deskhook::webhooks::SecretBox::new(
+            deskhook::webhooks::SecretBox::parse_key(OPERATOR_KEY).expect("key"),
+        );
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
