@@ -281,7 +281,7 @@ struct UpdateWorkspace {
     patch,
     path = "/v1/workspace",
     tag = "workspace",
-    summary = "Change the workspace's own rate limit (admin)",
+    summary = "Lower the workspace's own rate limit, at most the operator's (admin)",
     request_body = UpdateWorkspace,
     responses((status = 200, description = "The workspace", body = crate::http::openapi::DataEnvelope))
 )]
@@ -295,6 +295,14 @@ async fn update_workspace(
         return Err(ApiError::invalid_field(
             "rate_limit_per_minute",
             "must be a positive number of requests per minute, or null",
+        ));
+    }
+    if let (Some(asked), Some(ceiling)) = (body.rate_limit_per_minute, state.rate_limiter.ceiling())
+        && asked > ceiling
+    {
+        return Err(ApiError::invalid_field(
+            "rate_limit_per_minute",
+            format!("must be at most {ceiling}, this instance's limit (DESKHOOK_RATE_LIMIT)"),
         ));
     }
     auth::set_workspace_rate_limit(

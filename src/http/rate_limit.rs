@@ -60,6 +60,14 @@ impl RateLimiter {
         }
     }
 
+    /// The operator's limit (`DESKHOOK_RATE_LIMIT`), which no workspace may raise its own past.
+    pub fn ceiling(&self) -> Option<u32> {
+        match self.default {
+            RateLimit::Off => None,
+            RateLimit::PerMinute(per_minute) => Some(per_minute),
+        }
+    }
+
     /// Takes one token from the principal's bucket.
     pub fn check(&self, principal: &Principal) -> Decision {
         let per_minute = match (self.default, principal.workspace_rate_limit) {
@@ -72,7 +80,9 @@ impl RateLimiter {
                     reset_unix: 0,
                 };
             }
-            (RateLimit::PerMinute(_), Some(own)) => own,
+            // A workspace may only lower the operator's limit (review L9); rows set before
+            // that rule are held to it here.
+            (RateLimit::PerMinute(default), Some(own)) => own.min(default),
             (RateLimit::PerMinute(default), None) => default,
         };
         let capacity = (f64::from(per_minute) * 1.67).floor().max(1.0);

@@ -869,3 +869,34 @@ async fn a_key_is_bound_only_to_a_user_of_its_own_workspace() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["data"]["user_id"], my_user);
 }
+
+#[tokio::test]
+async fn a_workspace_can_lower_its_rate_limit_but_never_raise_it_past_the_operators() {
+    let app =
+        TestApp::spawn_with(|c| c.rate_limit = deskhook::config::RateLimit::PerMinute(600)).await;
+    let api = app.api("acme").await;
+    let (status, body) = api
+        .patch(
+            "/workspace",
+            json!({ "rate_limit_per_minute": 4_000_000_000_u32 }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["details"]["fields"]["rate_limit_per_minute"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("600")),
+        "{body}"
+    );
+    let (_, headers, _) = send(api.request(Method::GET, "/workspace")).await;
+    assert_eq!(header(&headers, "x-ratelimit-limit"), Some("600"));
+
+    // Lowering it is the workspace's own business.
+    let (status, body) = api
+        .patch("/workspace", json!({ "rate_limit_per_minute": 120 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, headers, _) = send(api.request(Method::GET, "/workspace")).await;
+    assert_eq!(header(&headers, "x-ratelimit-limit"), Some("120"));
+    app.stop().await;
+}
