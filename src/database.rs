@@ -5,6 +5,13 @@
 //! sure its `deskhook` database exists. Migrations are the `migrations/` directory, embedded
 //! at build time; sqlx's migrator holds an advisory lock while it runs, so several instances
 //! may start at once.
+//!
+//! TLS follows libpq's `sslmode`, default `prefer`: TLS when it can be had, plaintext
+//! otherwise. sqlx gives up instead when a TLS handshake fails (Citus, for one, gives every
+//! node a self-signed X.509 v1 certificate at `CREATE EXTENSION citus`, which rustls cannot
+//! use), so for `prefer` the choice is made once, when the database is opened
+//! ([`prefer_tls_or_plaintext`]). `require` and the `verify-*` modes never fall back, and their
+//! failures name the fix ([`describe`]).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -12,7 +19,7 @@ use anyhow::Context as _;
 use deskhook_local_postgres::{Binaries, LocalPostgres};
 use sqlx::{
     Connection as _, PgConnection, PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 
 /// Every migration, embedded from `migrations/`.
@@ -41,6 +48,7 @@ impl Database {
     pub async fn open(settings: DatabaseSettings) -> anyhow::Result<Self> {
         if let Some(url) = settings.url {
             connect_options(&url)?;
+            let url = prefer_tls_or_plaintext(url).await;
             return Ok(Self { url, local: None });
         }
         let data_dir = settings.data_dir.clone();
@@ -151,6 +159,87 @@ pub fn queue_pool(url: &str, size: u32, synchronous: bool) -> anyhow::Result<PgP
     Ok(lazy_pool(options, size))
 }
 
+/// For `sslmode=prefer` (stated or by default): tries one TLS connection, and when its
+/// handshake fails, returns the URL with `sslmode=disable`, saying so in one warning line, as
+/// libpq's `prefer` falls back. Any other mode, an unreachable server, or a handshake that
+/// works leave the URL as it is.
+pub async fn prefer_tls_or_plaintext(url: String) -> String {
+    let Ok(options) = connect_options(&url) else {
+        return url;
+    };
+    if !matches!(options.get_ssl_mode(), PgSslMode::Prefer) {
+        return url;
+    }
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(10),
+        PgConnection::connect_with(&options),
+    )
+    .await;
+    match attempt {
+        Ok(Err(error)) if is_tls_failure(&error) => {
+            tracing::warn!(
+                "{}; connecting without TLS, as sslmode=prefer allows",
+                describe(&error)
+            );
+            with_sslmode_disable(&url)
+        }
+        Ok(Ok(connection)) => {
+            connection.close().await.ok();
+            url
+        }
+        Ok(Err(_)) | Err(_) => url,
+    }
+}
+
+/// `url` with `sslmode=disable` in place of any `sslmode` it had.
+fn with_sslmode_disable(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(name, _)| name != "sslmode")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("sslmode", "disable");
+    parsed.into()
+}
+
+/// Whether `error` is a failed TLS handshake. sqlx reports rustls's verdicts on the server's
+/// certificate as I/O errors during the handshake, so their text is all there is to go by.
+fn is_tls_failure(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(cause) => {
+            let text = cause.to_string();
+            text.contains("certificate") || text.contains("TLS") || text.contains("handshake")
+        }
+        _ => false,
+    }
+}
+
+/// A database error in one line, with the fix where there is a known one.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        _ if is_tls_failure(error) && error.to_string().contains("UnsupportedCertVersion") => {
+            "the database server presents an X.509 v1 TLS certificate (Citus makes one for \
+             every node), which TLS here cannot use: give the server a v3 certificate \
+             (ssl_cert_file; `openssl req -x509` makes one) or, on a trusted network, set \
+             sslmode=prefer or sslmode=disable in DATABASE_URL"
+                .to_owned()
+        }
+        _ if is_tls_failure(error) => format!(
+            "TLS to the database failed ({error}): check the server's certificate and \
+             DATABASE_URL's sslmode and sslrootcert"
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     url.parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")
@@ -174,7 +263,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub async fn migrate_url(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url)
         .await
-        .context("connecting to the database")?;
+        .map_err(|error| anyhow::anyhow!("connecting to the database: {}", describe(&error)))?;
     MIGRATOR
         .run(&mut conn)
         .await

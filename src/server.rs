@@ -218,7 +218,10 @@ async fn prepare_schema(
                 Err(backoff::Error::transient(()))
             }
             Err(error) => {
-                tracing::warn!(error = %error, "cannot reach the database yet; retrying");
+                tracing::warn!(
+                    error = %database::describe(&error),
+                    "cannot reach the database yet; retrying"
+                );
                 Err(backoff::Error::transient(()))
             }
         }

@@ -314,3 +314,122 @@ fn a_placeholder_operator_key_stops_the_start_with_one_clear_line() {
         "the key is never echoed: {stderr}"
     );
 }
+
+/// Makes `postgres` present a self-signed X.509 v1 certificate, as Citus does for its nodes.
+async fn serve_a_v1_certificate(postgres: &deskhook_local_postgres::LocalPostgres) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = postgres.cluster_dir().to_path_buf();
+    let key = dir.join("server.key");
+    let cert = dir.join("server.crt");
+    let csr = dir.join("server.csr");
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    openssl(&["genrsa", "-out", &path(&key), "2048"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        &path(&key),
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        &path(&csr),
+    ]);
+    // `x509 -req` with no extensions writes a version 1 certificate.
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&csr),
+        "-signkey",
+        &path(&key),
+        "-days",
+        "2",
+        "-out",
+        &path(&cert),
+    ]);
+    let owner = std::fs::metadata(&dir).expect("cluster dir").uid();
+    for file in [&key, &cert] {
+        nix::unistd::chown(file, Some(nix::unistd::Uid::from_raw(owner)), None).expect("chown");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let url = format!(
+        "{}?sslmode=disable",
+        postgres.connect_info().url("postgres")
+    );
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("admin connection");
+    for statement in [
+        "ALTER SYSTEM SET ssl = on",
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut admin)
+            .await
+            .expect(statement);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .expect("ssl")
+        != "on"
+    {
+        assert!(Instant::now() < deadline, "ssl did not turn on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_certificate_tls_cannot_use_falls_back_under_prefer_and_is_explained_otherwise() {
+    let dir = temp_dir("tls-v1");
+    let postgres = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || deskhook_local_postgres::LocalPostgres::start(&dir).expect("private postgres")
+    })
+    .await
+    .expect("join");
+    serve_a_v1_certificate(&postgres).await;
+    let url = postgres.connect_info().url("postgres");
+
+    // The default (prefer), as libpq does: TLS cannot be had, so plaintext, said once.
+    let migrated = deskhook()
+        .args(["migrate"])
+        .env("DATABASE_URL", &url)
+        .env("DESKHOOK_DATA_DIR", &dir)
+        .output()
+        .expect("run");
+    let log = String::from_utf8_lossy(&migrated.stderr).to_string()
+        + &String::from_utf8_lossy(&migrated.stdout);
+    assert!(migrated.status.success(), "{log}");
+    assert!(log.contains("X.509 v1"), "{log}");
+
+    // Asked for TLS, it stops with the fix in one line.
+    let required = deskhook()
+        .args(["migrate"])
+        .env("DATABASE_URL", format!("{url}?sslmode=require"))
+        .env("DESKHOOK_DATA_DIR", &dir)
+        .output()
+        .expect("run");
+    let log = String::from_utf8_lossy(&required.stderr).to_string();
+    assert!(!required.status.success());
+    assert!(
+        log.contains("X.509 v1") && log.contains("ssl_cert_file"),
+        "{log}"
+    );
+    tokio::task::spawn_blocking(move || postgres.stop())
+        .await
+        .expect("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
