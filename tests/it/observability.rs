@@ -239,14 +239,7 @@ async fn counters_and_gauges_move_with_real_deliveries() {
 #[tokio::test]
 async fn the_queue_gauges_show_a_stalled_backlog_and_its_drain() {
     // An API-only instance accepts events but delivers nothing: the backlog builds.
-    let api = TestApp::spawn_with(|config| {
-        config.roles = Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
+    let api = TestApp::spawn_api_only().await;
     let client = Client::new(&api).await;
     let receiver = Receiver::start().await;
     client.endpoint(&receiver, json!({})).await;

@@ -9,7 +9,7 @@ use deskhook::{
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Client, event};
+use super::{Client, event, settlement};
 use crate::support::{TestApp, receiver::Receiver};
 
 #[tokio::test]
@@ -451,14 +451,7 @@ async fn custom_header_values_are_sealed_at_rest_and_shown_to_admin_keys_only() 
 #[tokio::test]
 async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
     // API only: this test plays the two workers itself, with a lease that expires at once.
-    let app = TestApp::spawn_with(|config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
+    let app = TestApp::spawn_api_only().await;
     let client = Client::new(&app).await;
     let receiver = Receiver::start().await;
     client.endpoint(&receiver, json!({})).await;
@@ -478,20 +471,7 @@ async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
     assert_eq!(second[0].attempt, first[0].attempt + 1);
 
     // The first worker's request did reach the receiver; its settle comes too late.
-    let late = Settlement {
-        id: first[0].id,
-        lease_id: first[0].lease_id,
-        endpoint_id: first[0].endpoint_id,
-        attempt: first[0].attempt,
-        urgent: false,
-        verdict: Verdict::Succeeded,
-        started_at: chrono::Utc::now(),
-        duration_ms: 250,
-        status_code: Some(200),
-        outcome: "success",
-        error: None,
-        response_body: None,
-    };
+    let late = settlement(&first[0], Verdict::Succeeded);
     for _ in 0..2 {
         // Sent twice, as a settle whose commit was not acknowledged is: recorded once.
         let settled = deskhook::queue::cycle::settle(&app.pool, std::slice::from_ref(&late))
@@ -509,16 +489,10 @@ async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
     assert_eq!(log[0]["fenced"], true);
 
     // The second worker's settle decides the delivery, and its attempt is not fenced.
-    let settled = deskhook::queue::cycle::settle(
-        &app.pool,
-        &[Settlement {
-            lease_id: second[0].lease_id,
-            attempt: second[0].attempt,
-            ..late
-        }],
-    )
-    .await
-    .expect("settle");
+    let settled =
+        deskhook::queue::cycle::settle(&app.pool, &[settlement(&second[0], Verdict::Succeeded)])
+            .await
+            .expect("settle");
     assert_eq!((settled.applied, settled.fenced), (1, 0));
     let delivery = client.get(&format!("/v1/deliveries/{id}")).await;
     assert_eq!(delivery["data"]["status"], "succeeded", "{delivery}");
@@ -534,14 +508,7 @@ async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
 
 #[tokio::test]
 async fn instances_settling_the_same_failing_endpoints_in_opposite_orders_never_deadlock() {
-    let app = TestApp::spawn_with(|config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
+    let app = TestApp::spawn_api_only().await;
     let client = Client::new(&app).await;
     let receiver = Receiver::start().await;
     for _ in 0..8 {
@@ -561,20 +528,7 @@ async fn instances_settling_the_same_failing_endpoints_in_opposite_orders_never_
         .expect("claim")
         .claimed;
     assert_eq!(claimed.len(), 8 * 150);
-    let dead = |c: &deskhook::queue::Claimed| Settlement {
-        id: c.id,
-        lease_id: c.lease_id,
-        endpoint_id: c.endpoint_id,
-        attempt: c.attempt,
-        urgent: false,
-        verdict: Verdict::Dead,
-        started_at: chrono::Utc::now(),
-        duration_ms: 1,
-        status_code: Some(500),
-        outcome: "http_error",
-        error: None,
-        response_body: None,
-    };
+    let dead = |c: &deskhook::queue::Claimed| settlement(c, Verdict::Dead);
     // Two instances each settle one delivery of every endpoint per turn, one in ascending and
     // one in descending endpoint order: every turn writes all eight endpoint rows.
     let mut by_endpoint: std::collections::BTreeMap<i64, Vec<Settlement>> = Default::default();

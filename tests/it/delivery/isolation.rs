@@ -210,14 +210,7 @@ async fn a_stopping_instance_gives_back_what_it_leased_ahead() {
 #[tokio::test]
 async fn switching_to_per_ticket_puts_the_waiting_backlog_in_order() {
     // An API-only instance holds the backlog while the ordering changes.
-    let api = TestApp::spawn_with(|config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
+    let api = TestApp::spawn_api_only().await;
     let client = Client::new(&api).await;
     let receiver = Receiver::start().await;
     let (id, _) = client

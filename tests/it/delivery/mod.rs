@@ -118,3 +118,26 @@ pub async fn fast_retry_app(schedule: &str) -> TestApp {
 pub fn event(id: &str, event_type: &str) -> Value {
     json!({ "id": id, "type": event_type, "data": { "ticket": { "id": format!("T-{id}"), "subject": "Printer on fire" } } })
 }
+
+/// The settlement a worker makes after attempting `claimed`: `200`/`success` when it
+/// succeeded, `500`/`http_error` otherwise.
+pub fn settlement(
+    claimed: &deskhook::queue::Claimed,
+    verdict: deskhook::queue::Verdict,
+) -> deskhook::queue::Settlement {
+    let succeeded = verdict == deskhook::queue::Verdict::Succeeded;
+    deskhook::queue::Settlement {
+        id: claimed.id,
+        lease_id: claimed.lease_id,
+        endpoint_id: claimed.endpoint_id,
+        attempt: claimed.attempt,
+        urgent: false,
+        verdict,
+        started_at: chrono::Utc::now(),
+        duration_ms: 1,
+        status_code: Some(if succeeded { 200 } else { 500 }),
+        outcome: if succeeded { "success" } else { "http_error" },
+        error: None,
+        response_body: None,
+    }
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use deskhook::{
     ids::{self, Kind},
-    queue::{Claimed, Settlement, Verdict, claim, cycle},
+    queue::{Claimed, Verdict, claim, cycle},
 };
 use proptest::{
     prelude::*,
@@ -20,7 +20,7 @@ use proptest::{
 use reqwest::Method;
 use serde_json::json;
 
-use super::Client;
+use super::{Client, settlement};
 use crate::support::{TestApp, receiver::Receiver};
 
 const ENDPOINTS: usize = 3;
@@ -101,14 +101,7 @@ struct World {
 impl World {
     async fn new() -> Self {
         // API only: this test is the only claimer.
-        let app = TestApp::spawn_with(|config| {
-            config.roles = deskhook::config::Roles {
-                api: true,
-                workers: false,
-                timers: false,
-            };
-        })
-        .await;
+        let app = TestApp::spawn_api_only().await;
         let client = Client::new(&app).await;
         let receiver = Receiver::start().await;
         let mut endpoint_ids = Vec::new();
@@ -219,33 +212,9 @@ impl World {
                     2 => Verdict::Retry(now + chrono::Duration::hours(1)),
                     _ => Verdict::Dead,
                 };
-                let settled = cycle::settle(
-                    pool,
-                    &[Settlement {
-                        id: claimed.id,
-                        lease_id: claimed.lease_id,
-                        endpoint_id: claimed.endpoint_id,
-                        attempt: claimed.attempt,
-                        urgent: false,
-                        verdict,
-                        started_at: now,
-                        duration_ms: 1,
-                        status_code: Some(if verdict == Verdict::Succeeded {
-                            200
-                        } else {
-                            500
-                        }),
-                        outcome: if verdict == Verdict::Succeeded {
-                            "success"
-                        } else {
-                            "http_error"
-                        },
-                        error: None,
-                        response_body: None,
-                    }],
-                )
-                .await
-                .expect("settle");
+                let settled = cycle::settle(pool, &[settlement(&claimed, verdict)])
+                    .await
+                    .expect("settle");
                 assert_eq!(
                     (settled.applied, settled.fenced),
                     if live { (1, 0) } else { (0, 1) },

@@ -7,6 +7,19 @@ use serde_json::json;
 use super::{Client, event};
 use crate::support::{TestApp, receiver::Receiver};
 
+/// The smallest id `deskhook_id()` could have given a row two days ago: ids carry their
+/// creation time (milliseconds since 2025 above 22 bits). Computed once, so every row a test
+/// ages matches the others.
+async fn id_from_two_days_ago(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
+                  - 1735689600000) << 22)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("an old id")
+}
+
 #[tokio::test]
 async fn old_history_goes_and_waiting_work_stays() {
     let app = TestApp::spawn().await;
@@ -39,13 +52,7 @@ async fn old_history_goes_and_waiting_work_stays() {
         )
         .await;
     // Ids carry their creation time: an id from two days ago is an old row.
-    let two_days_ago: i64 = sqlx::query_scalar(
-        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
-                  - 1735689600000) << 22)",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("an old id");
+    let two_days_ago = id_from_two_days_ago(&app.pool).await;
     sqlx::query(&format!(
         "INSERT INTO event (id, workspace_id, event_type, source, occurred_at, data) \
          SELECT {two_days_ago} + 7, workspace_id, 'ticket.closed', 'ingest', now(), '{{}}' \
@@ -107,25 +114,11 @@ async fn old_history_goes_and_waiting_work_stays() {
 #[tokio::test]
 async fn history_is_kept_for_the_retention_period_after_it_ends_not_after_it_began() {
     // API only: nothing claims the live row this test leaves waiting.
-    let app = TestApp::spawn_with(|config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
+    let app = TestApp::spawn_api_only().await;
     let client = Client::new(&app).await;
     let receiver = Receiver::start().await;
     client.endpoint(&receiver, json!({})).await;
-    // Ids carry their creation time: one id, computed once, from two days ago.
-    let two_days_ago: i64 = sqlx::query_scalar(
-        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
-                  - 1735689600000) << 22)",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("an old id");
+    let two_days_ago = id_from_two_days_ago(&app.pool).await;
     let two_days_ago = two_days_ago.to_string();
     // Two deliveries created two days ago (the retention here is one day), each with its event
     // and one attempt: one died just now, one was replayed and waits for its next attempt.

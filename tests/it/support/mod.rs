@@ -31,6 +31,19 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// Starts an instance with the API role only: it accepts and stores, and nothing claims,
+    /// rescues or sweeps, so a test can hold a backlog or drive the queue itself.
+    pub async fn spawn_api_only() -> Self {
+        Self::spawn_with(|config| {
+            config.roles = deskhook::config::Roles {
+                api: true,
+                workers: false,
+                timers: false,
+            };
+        })
+        .await
+    }
+
     /// Starts the app after `adjust` has changed its configuration.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let db = TestDatabase::create().await;
