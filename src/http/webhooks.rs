@@ -112,8 +112,13 @@ fn endpoint_key(id: &str) -> Result<i64, ApiError> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    /// Page size, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// The same as `limit` (seed 003's name).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<i64>,
+    /// `meta.next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -554,8 +559,13 @@ struct DeliveryParams {
     event_id: Option<String>,
     event_type: Option<String>,
     status: Option<String>,
+    /// Page size, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// The same as `limit` (seed 003's name).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<i64>,
+    /// `meta.next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -767,8 +777,13 @@ async fn ingest_events(
 struct EventParams {
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Page size, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// The same as `limit` (seed 003's name).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<i64>,
+    /// `meta.next_cursor` of the previous page.
     cursor: Option<String>,
 }
 

@@ -900,3 +900,43 @@ async fn a_workspace_can_lower_its_rate_limit_but_never_raise_it_past_the_operat
     assert_eq!(header(&headers, "x-ratelimit-limit"), Some("120"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_states_the_bounds_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let parameter = |path: &str, name: &str| {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+    };
+    for path in ["/v1/tickets", "/v1/webhooks", "/v1/deliveries"] {
+        let limit = parameter(path, "limit").expect("limit");
+        assert_eq!(limit["schema"]["maximum"], 100, "{path}: {limit}");
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}: {limit}");
+    }
+    // A ticket's own messages take the ticket from the path only, and say so.
+    assert!(parameter("/v1/tickets/{id}/messages", "ticket_id").is_none());
+    assert!(parameter("/v1/conversations", "ticket_id").is_some());
+    let api = app.api("acme").await;
+    let ticket = api.ticket("Hello", "a@example.com").await;
+    let id = ticket["id"].as_str().expect("id");
+    let (status, body) = api
+        .get(&format!("/tickets/{id}/messages?ticket_id={id}"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.get("/tickets?limit=101").await;
+    assert_eq!(status, 400, "{body}");
+    app.stop().await;
+}

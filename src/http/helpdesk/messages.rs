@@ -166,14 +166,22 @@ list_query!(MessageQuery {
     internal,
 });
 
+// A ticket's own list: the ticket is in the path, so `ticket_id` is no parameter of it.
+list_query!(TicketMessageQuery {
+    #[serde(rename = "type")]
+    kind,
+    internal,
+});
+
 fn message_filter(
     ticket: Option<TicketRef>,
-    query: &MessageQuery,
+    kind: Option<&str>,
+    internal: Option<&str>,
 ) -> Result<MessageFilter, ApiError> {
     Ok(MessageFilter {
         ticket,
-        kinds: csv_of("type", query.kind.as_deref(), MessageKind::parse)?,
-        internal: query_bool("internal", query.internal.as_deref())?,
+        kinds: csv_of("type", kind, MessageKind::parse)?,
+        internal: query_bool("internal", internal)?,
     })
 }
 
@@ -186,23 +194,22 @@ fn message_key(id: &str) -> Result<i64, ApiError> {
     path = "/v1/tickets/{id}/messages",
     tag = "messages",
     summary = "List a ticket's messages (also at `/replies`, seed 002)",
-    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), MessageQuery),
+    params(("id" = String, Path, description = "The ticket: its `tkt_…` id or its number"), TicketMessageQuery),
     responses((status = 200, description = "A page of messages", body = crate::http::openapi::ListEnvelope))
 )]
 async fn list_ticket_messages(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(query): Query<MessageQuery>,
+    Query(query): Query<TicketMessageQuery>,
 ) -> Answer {
     principal.require_read()?;
-    if query.ticket_id.is_some() {
-        return Err(ApiError::bad_request(
-            "ticket_id is not a parameter of this route: the ticket is in the path",
-        ));
-    }
     let page = query.page_request(Sort::asc(SortField::CreatedAt))?;
-    let filter = message_filter(Some(ticket_path(&id)?), &query)?;
+    let filter = message_filter(
+        Some(ticket_path(&id)?),
+        query.kind.as_deref(),
+        query.internal.as_deref(),
+    )?;
     let messages = desk(&state, &principal)
         .list_messages(&filter, &page)
         .await?;
@@ -324,7 +331,11 @@ async fn list_conversations(
 ) -> Answer {
     principal.require_read()?;
     let page = query.page_request(Sort::asc(SortField::CreatedAt))?;
-    let filter = message_filter(ticket_query(query.ticket_id.as_deref())?, &query)?;
+    let filter = message_filter(
+        ticket_query(query.ticket_id.as_deref())?,
+        query.kind.as_deref(),
+        query.internal.as_deref(),
+    )?;
     let messages = desk(&state, &principal)
         .list_messages(&filter, &page)
         .await?;

@@ -26,9 +26,16 @@ macro_rules! list_query {
         #[serde(deny_unknown_fields)]
         struct $name {
             $($(#[$attr])* $field: Option<String>,)*
+            /// Page size, 1–100 (default 25).
+            #[param(minimum = 1, maximum = 100)]
             limit: Option<i64>,
+            /// The same as `limit` (seed 003's name).
+            #[param(minimum = 1, maximum = 100)]
             per_page: Option<i64>,
+            /// `meta.next_cursor` of the previous page (or seed 001's ISO timestamp).
             cursor: Option<String>,
+            /// A page number from 1, instead of `cursor`.
+            #[param(minimum = 1)]
             page: Option<i64>,
             order_by: Option<String>,
             order_dir: Option<String>,
