@@ -15,11 +15,10 @@ const BATCH: i64 = 5_000;
 /// How often the sweep runs.
 const INTERVAL: Duration = Duration::from_secs(3600);
 
-/// The id `deskhook_id()` gives a row created `$1` seconds ago: ids sort by creation time
-/// (milliseconds since 2025 above 22 bits), so "created before the cutoff" is an id range on
-/// a primary key and no time index is paid for on the hot path.
-const CUTOFF_ID: &str = "((floor(extract(epoch FROM now() - make_interval(secs => $1)) * 1000)::bigint \
-                         - 1735689600000) << 22)";
+/// The smallest id of a row created `$1` seconds ago: ids sort by creation time, so "created
+/// before the cutoff" is an id range on a primary key and no time index is paid for on the hot
+/// path.
+const CUTOFF_ID: &str = "deskhook_id_at(now() - make_interval(secs => $1))";
 
 /// One sweep; returns the rows deleted from `[delivery_attempt, delivery_finished, event]`.
 ///

@@ -7,17 +7,13 @@ use serde_json::json;
 use super::{Client, event};
 use crate::support::{TestApp, receiver::Receiver};
 
-/// The smallest id `deskhook_id()` could have given a row two days ago: ids carry their
-/// creation time (milliseconds since 2025 above 22 bits). Computed once, so every row a test
-/// ages matches the others.
+/// The smallest id `deskhook_id()` could have given a row two days ago (ids carry their
+/// creation time). Computed once, so every row a test ages matches the others.
 async fn id_from_two_days_ago(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT ((floor(extract(epoch FROM now() - interval '2 days') * 1000)::bigint \
-                  - 1735689600000) << 22)",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("an old id")
+    sqlx::query_scalar("SELECT deskhook_id_at(now() - interval '2 days')")
+        .fetch_one(pool)
+        .await
+        .expect("an old id")
 }
 
 #[tokio::test]
