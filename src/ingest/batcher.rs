@@ -129,35 +129,40 @@ async fn commit(pool: &PgPool, batch: &[Job]) -> Result<Vec<Vec<Stored>>, sqlx::
     let mut workspaces: Vec<i64> = batch.iter().map(|job| job.workspace_id).collect();
     workspaces.sort_unstable();
     workspaces.dedup();
+    let mut results: Vec<Vec<Stored>> = vec![Vec::new(); batch.len()];
     if let [workspace_id] = workspaces[..] {
-        let events: Vec<NewEvent> = batch
-            .iter()
-            .flat_map(|job| job.events.iter().cloned())
-            .collect();
         let mut conn = pool.acquire().await?;
-        let stored = queue::enqueue(&mut conn, workspace_id, &events).await?;
-        let mut stored = stored.into_iter();
-        return Ok(batch
-            .iter()
-            .map(|job| stored.by_ref().take(job.events.len()).collect())
-            .collect());
+        enqueue_workspace(&mut conn, batch, workspace_id, &mut results).await?;
+        return Ok(results);
     }
     let mut tx = pool.begin().await?;
-    let mut results: Vec<Vec<Stored>> = vec![Vec::new(); batch.len()];
     for workspace_id in workspaces {
-        let members: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].workspace_id == workspace_id)
-            .collect();
-        let events: Vec<NewEvent> = members
-            .iter()
-            .flat_map(|&i| batch[i].events.iter().cloned())
-            .collect();
-        let stored = queue::enqueue(&mut tx, workspace_id, &events).await?;
-        let mut stored = stored.into_iter();
-        for &i in &members {
-            results[i] = stored.by_ref().take(batch[i].events.len()).collect();
-        }
+        enqueue_workspace(&mut tx, batch, workspace_id, &mut results).await?;
     }
     tx.commit().await?;
     Ok(results)
+}
+
+/// Enqueues the events of the batch's jobs of `workspace_id` in one statement, and puts each
+/// job's share of the answer in its slot of `results`.
+async fn enqueue_workspace(
+    conn: &mut sqlx::PgConnection,
+    batch: &[Job],
+    workspace_id: i64,
+    results: &mut [Vec<Stored>],
+) -> Result<(), sqlx::Error> {
+    let members: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].workspace_id == workspace_id)
+        .collect();
+    let events: Vec<NewEvent> = members
+        .iter()
+        .flat_map(|&i| batch[i].events.iter().cloned())
+        .collect();
+    let mut stored = queue::enqueue(conn, workspace_id, &events)
+        .await?
+        .into_iter();
+    for &i in &members {
+        results[i] = stored.by_ref().take(batch[i].events.len()).collect();
+    }
+    Ok(())
 }

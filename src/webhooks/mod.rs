@@ -414,9 +414,9 @@ pub async fn create(
     let row: EndpointRow = sqlx::query_as(&format!(
         "INSERT INTO endpoint (workspace_id, url, description, event_types, enabled, disabled_reason, \
              disabled_at, ordering, max_in_flight, rate_limit_per_second, headers, \
-             legacy_signature_header, include_internal_notes, headers_sealed) \
+             legacy_signature_header, include_internal_notes) \
          VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE 'manual' END, \
-                 CASE WHEN $5 THEN NULL ELSE now() END, $6, $7, $8, $9, $10, $11, $12) \
+                 CASE WHEN $5 THEN NULL ELSE now() END, $6, $7, $8, $9, $10, $11) \
          RETURNING {COLUMNS}"
     ))
     .bind(workspace_id)
@@ -430,7 +430,6 @@ pub async fn create(
     .bind(header_names(&headers))
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes.unwrap_or(false))
-    .bind(None::<Vec<u8>>)
     .fetch_one(&mut *tx)
     .await?;
     let row = if headers.is_empty() {

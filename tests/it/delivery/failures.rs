@@ -309,34 +309,16 @@ async fn the_service_recovers_by_itself_when_postgres_restarts_under_load() {
             .expect("join");
             restarted = true;
         }
-        let events: Vec<_> = (0..20)
-            .map(|i| event(&format!("p{batch}-{i}"), "ticket.updated"))
-            .collect();
         // Right after the restart the first requests may find broken connections: a producer
         // retries until accepted, as it would against any service.
-        let mut tries = 0;
-        loop {
-            let (status, answer) = client
-                .call(
-                    Method::POST,
-                    "/v1/events",
-                    Some(json!({ "events": events })),
-                )
-                .await;
-            if status == 202 {
-                for item in answer["data"].as_array().expect("data") {
-                    accepted.insert(item["id"].as_str().unwrap_or_default().to_owned());
-                }
-                break;
-            }
-            assert!(
-                status >= 500,
-                "only an outage may refuse events: {status} {answer}"
-            );
-            tries += 1;
-            assert!(tries < 100, "the service did not recover");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::faults::produce(
+            &client,
+            &format!("p{batch}"),
+            20,
+            "ticket.updated",
+            &mut accepted,
+        )
+        .await;
     }
     assert!(restarted);
     receiver
