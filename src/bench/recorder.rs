@@ -55,6 +55,15 @@ impl Recorder {
         max_in_window(&times, window)
     }
 
+    /// The shortest time between two consecutive arrivals, in milliseconds (`None` below two):
+    /// how close a rate limit's requests came, beside `max_in_window`'s count.
+    pub fn min_gap_ms(&self) -> Option<f64> {
+        let log = self.log.lock().expect("recorder");
+        log.windows(2)
+            .map(|pair| pair[1].0.duration_since(pair[0].0).as_secs_f64() * 1e3)
+            .min_by(f64::total_cmp)
+    }
+
     /// Requests whose `webhook-id` had arrived before.
     pub fn repeats(&self) -> u64 {
         let log = self.log.lock().expect("recorder");

@@ -1119,6 +1119,7 @@ async fn ratelimited(
             "limited_max_per_second",
             json!(limited.max_in_window(Duration::from_secs(1))),
         ),
+        ("limited_min_gap_ms", json!(limited.min_gap_ms())),
         ("limited_received", json!(limited.received())),
         ("limited_duplicates", json!(limited.repeats())),
         ("limited_backlog", json!(backlog)),

@@ -199,10 +199,10 @@ impl Gates {
 }
 
 /// When this dispatcher may next send to each rate-limited endpoint. The claim hands out a
-/// rate-limited endpoint's rows one slot (`1/rate`) apart, but the time from claim to request
-/// varies by a few milliseconds: a request that would go out sooner than `1/rate` after the
-/// previous one waits out the difference (never more than one interval), so a limit of N/s
-/// means at most N requests in any second, not just on average.
+/// rate-limited endpoint's rows one slot (`claim::slot_interval`) apart, but the time from
+/// claim to request varies by a few milliseconds: a request that would go out sooner than one
+/// slot after the previous one waits out the difference (never more than one slot), so a limit
+/// of N/s means at most N requests in any second, not just on average.
 #[derive(Default)]
 struct Pacing {
     next_send: Mutex<HashMap<i64, Instant>>,
@@ -211,7 +211,7 @@ struct Pacing {
 impl Pacing {
     /// How long a request to `endpoint` (limited to `rate`/s) must wait; reserves its slot.
     fn reserve(&self, endpoint: i64, rate: i32) -> Duration {
-        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let interval = claim::slot_interval(rate);
         let now = Instant::now();
         let mut next_send = self.next_send.lock().expect("pacing");
         if next_send.len() > 4_096 {
@@ -567,8 +567,7 @@ impl Dispatcher {
             if let Lookup::Found(target) = lookup
                 && let Some(rate) = target.rate_limit_per_second
             {
-                let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-                state.wake_at(Instant::now() + gap);
+                state.wake_at(Instant::now() + claim::slot_interval(rate));
             }
         }
         let claimed_at = state.last_turn;
@@ -998,11 +997,11 @@ mod tests {
         );
         let second = pacing.reserve(1, 1);
         assert!(
-            second > Duration::from_millis(900) && second <= Duration::from_secs(1),
+            second > Duration::from_millis(1000) && second <= claim::slot_interval(1),
             "{second:?}"
         );
-        // Even far ahead, one interval is the most a request waits.
-        assert!(pacing.reserve(1, 1) <= Duration::from_secs(1));
+        // Even far ahead, one slot is the most a request waits.
+        assert!(pacing.reserve(1, 1) <= claim::slot_interval(1));
         assert_eq!(
             pacing.reserve(2, 1),
             Duration::ZERO,

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{Client, event, fast_retry_app};
-use crate::support::{TestApp, receiver::Receiver};
+use crate::support::{TestApp, proxy::Proxy, receiver::Receiver};
 
 async fn count(app: &TestApp, sql: &str, endpoint: &str) -> i64 {
     let key = ids::decode(Kind::Webhook, endpoint).expect("a webhook id");
@@ -237,6 +237,47 @@ async fn a_rate_limit_holds_across_two_instances_and_starves_no_one() {
         "stopping took {:?}",
         stopping.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_at_the_receiver_when_the_network_delays_one_request() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let address = receiver
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/hook")
+        .parse()
+        .expect("receiver address");
+    // A path whose latency varies by 10 ms, as a subscriber's load balancer's does: the first
+    // request is held, the next one is not.
+    let path = Proxy::start(address).await;
+    path.delay(Duration::from_millis(10));
+    let behind_path = format!("http://{}/hook", path.address);
+    let (status, created) = client
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": behind_path, "rate_limit_per_second": 1,
+                         "events": ["ticket.created"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    client
+        .ingest(json!({ "events": (0..3)
+            .map(|i| event(&format!("jitter-{i}"), "ticket.created")).collect::<Vec<_>>() }))
+        .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    path.delay(Duration::ZERO);
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+
+    let gap = received[1].arrived_at - received[0].arrived_at;
+    assert!(
+        gap >= Duration::from_secs(1),
+        "an endpoint limited to 1/s received two requests {gap:?} apart"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
