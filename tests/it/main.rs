@@ -3,6 +3,7 @@
 
 mod support;
 
+mod citus;
 mod cli;
 mod conventions;
 mod delivery;

@@ -15,6 +15,7 @@
 //! the database password.
 
 mod binaries;
+mod citus;
 mod cluster;
 mod os_user;
 
@@ -28,6 +29,7 @@ use std::{
 };
 
 pub use binaries::Binaries;
+pub use citus::LocalCitus;
 
 /// Why the private server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,13 @@ impl std::fmt::Debug for ConnectInfo {
     }
 }
 
+/// How a server is started, beyond what every private server gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Preload the Citus extension (a node of a [`LocalCitus`] cluster).
+    pub citus: bool,
+}
+
 /// A running private server. Dropping it stops the server if this value started it.
 pub struct LocalPostgres {
     connect: ConnectInfo,
@@ -146,6 +155,7 @@ pub struct LocalPostgres {
     notes: Vec<String>,
     binaries: Binaries,
     owner: os_user::ServerOwner,
+    options: ServerOptions,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -174,6 +184,15 @@ impl LocalPostgres {
 
     /// Like [`LocalPostgres::start`], with the server binaries given.
     pub fn start_with(data_dir: &Path, binaries: &Binaries) -> Result<Self, Error> {
+        Self::start_with_options(data_dir, binaries, ServerOptions::default())
+    }
+
+    /// Like [`LocalPostgres::start_with`], with `options`.
+    pub fn start_with_options(
+        data_dir: &Path,
+        binaries: &Binaries,
+        options: ServerOptions,
+    ) -> Result<Self, Error> {
         let owner = os_user::server_owner()?;
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
         let data_dir = data_dir
@@ -203,6 +222,7 @@ impl LocalPostgres {
                 notes,
                 binaries: binaries.clone(),
                 owner,
+                options,
             });
         }
 
@@ -212,7 +232,8 @@ impl LocalPostgres {
         loop {
             attempt += 1;
             let port = free_port()?;
-            let (child, stdin) = spawn_watchdog(binaries, &cluster_dir, &owner, port, &log_path)?;
+            let (child, stdin) =
+                spawn_watchdog(binaries, &cluster_dir, &owner, port, &log_path, options)?;
             let mut server = Self {
                 connect: ConnectInfo {
                     host: "127.0.0.1".into(),
@@ -225,6 +246,7 @@ impl LocalPostgres {
                 notes: notes.clone(),
                 binaries: binaries.clone(),
                 owner: owner.clone(),
+                options,
             };
             match server.wait_ready(&log_path, Duration::from_secs(60)) {
                 Ok(()) => return Ok(server),
@@ -299,6 +321,7 @@ impl LocalPostgres {
             &self.owner,
             self.connect.port,
             &log_path,
+            self.options,
         )?;
         self.watchdog = Some((child, stdin));
         self.wait_ready(&log_path, Duration::from_secs(60))
@@ -361,6 +384,7 @@ fn spawn_watchdog(
     owner: &os_user::ServerOwner,
     port: u16,
     log_path: &Path,
+    options: ServerOptions,
 ) -> Result<(Child, ChildStdin), Error> {
     // Background jobs of a non-interactive shell read /dev/null, so the pipe is kept on fd 3.
     const SCRIPT: &str = r#"exec 3<&0
@@ -390,12 +414,24 @@ wait "$pg""#;
         command.arg("-c").arg(format!("{name}={value}"));
     }
     // Statement statistics for operators and the benchmark, where the server has the module.
+    // Citus must come first in the list.
+    let mut preload = Vec::new();
+    if options.citus {
+        preload.push("citus");
+    }
     if binaries.has_library("pg_stat_statements") {
+        preload.push("pg_stat_statements");
+        command.arg("-c").arg("pg_stat_statements.track=top");
+    }
+    if !preload.is_empty() {
         command
             .arg("-c")
-            .arg("shared_preload_libraries=pg_stat_statements")
-            .arg("-c")
-            .arg("pg_stat_statements.track=top");
+            .arg(format!("shared_preload_libraries={}", preload.join(",")));
+    }
+    if options.citus {
+        // A cluster on one machine: the nodes talk over loopback with the certificates Citus
+        // generates, and prepared transactions carry its two-phase commits.
+        command.arg("-c").arg("max_prepared_transactions=200");
     }
     command
         .stdin(Stdio::piped())

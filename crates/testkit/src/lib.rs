@@ -8,10 +8,15 @@
 //! Each test gets its own database, cloned from a template that has every migration applied,
 //! so a test starts from the real schema in a few milliseconds and never sees another test's
 //! rows. This crate must never be a dependency of anything but tests.
+//!
+//! [`TestDatabase::create_on_citus`] gives a database on a private Citus cluster (a
+//! coordinator and two workers on loopback) instead, when the Citus extension is installed
+//! (`../shared/citus/install`); it is prepared on every node and migrated like the service's
+//! (`deskhook migrate`), so each test's tables are distributed for real.
 
 use std::sync::{Mutex, OnceLock};
 
-use deskhook_local_postgres::LocalPostgres;
+use deskhook_local_postgres::{LocalCitus, LocalPostgres};
 use rand::Rng as _;
 use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
 
@@ -49,11 +54,71 @@ impl TestDatabase {
         }
     }
 
+    /// A fresh database on the private Citus cluster, with the Citus extension created on
+    /// every node and the workers added, but no migration applied (the caller migrates it the
+    /// way the service does). `None` when the Citus extension is not installed here.
+    pub async fn create_on_citus() -> Option<Self> {
+        let cluster = citus_cluster()?;
+        let coordinator = cluster.coordinator().connect_info();
+        let name = format!("test_{}", random_suffix());
+        let nodes = std::iter::once(coordinator)
+            .chain(cluster.workers().iter().map(LocalPostgres::connect_info));
+        for node in nodes {
+            let mut admin = PgConnection::connect(&plaintext(&node.url("postgres")))
+                .await
+                .expect("connecting to a Citus node");
+            sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+                .execute(&mut admin)
+                .await
+                .expect("creating the test database on a Citus node");
+            admin.close().await.ok();
+            let mut conn = PgConnection::connect(&plaintext(&node.url(&name)))
+                .await
+                .expect("connecting to the new database");
+            sqlx::query("CREATE EXTENSION citus")
+                .execute(&mut conn)
+                .await
+                .expect("creating the Citus extension");
+            // Every node reaches the others as this role, with the cluster's one password.
+            sqlx::query(
+                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) \
+                 VALUES (0, current_user, 'password=' || $1)",
+            )
+            .bind(cluster.password())
+            .execute(&mut conn)
+            .await
+            .expect("storing the nodes' password");
+            conn.close().await.ok();
+        }
+        let mut conn = PgConnection::connect(&plaintext(&coordinator.url(&name)))
+            .await
+            .expect("connecting to the coordinator");
+        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+            .bind(i32::from(coordinator.port))
+            .execute(&mut conn)
+            .await
+            .expect("naming the coordinator");
+        for worker in cluster.workers() {
+            sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+                .bind(i32::from(worker.connect_info().port))
+                .execute(&mut conn)
+                .await
+                .expect("adding a worker");
+        }
+        conn.close().await.ok();
+        // The service gets the URL as an operator would write it (TLS preferred), so it meets
+        // the node's certificate the way it would in production.
+        Some(Self {
+            url: coordinator.url(&name),
+            name,
+        })
+    }
+
     /// A pool on this database.
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
             .max_connections(10)
-            .connect(&self.url)
+            .connect(&plaintext(&self.url))
             .await
             .expect("connecting to the test database")
     }
@@ -87,6 +152,40 @@ fn server_url_base() -> String {
             strip_database(&server.connect_info().url("postgres"))
         })
         .clone()
+}
+
+/// `url` without TLS, for the kit's own connections on loopback: Citus nodes present a
+/// certificate rustls refuses (the service falls back on its own, `deskhook::database`).
+fn plaintext(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
+/// The private Citus cluster of this test process, started on first use; `None` without the
+/// extension.
+fn citus_cluster() -> Option<&'static LocalCitus> {
+    static CLUSTER: OnceLock<Option<LocalCitus>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let binaries = deskhook_local_postgres::Binaries::find().ok()?;
+            if !LocalCitus::available(&binaries) {
+                return None;
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "deskhook-citus-{}-{}",
+                std::process::id(),
+                random_suffix()
+            ));
+            Some(LocalCitus::start(&dir, 2).unwrap_or_else(|error| {
+                panic!("the Citus extension is installed but the cluster did not start: {error}")
+            }))
+        })
+        .as_ref()
 }
 
 fn strip_database(url: &str) -> String {

@@ -55,7 +55,10 @@ impl TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
             deskhook::telemetry::init(deskhook::config::LogFormat::Pretty);
         }
-        let mut config = Config::for_database(&db.url);
+        // The URL as `deskhook serve` resolves it: TLS preferred, plaintext when a node's
+        // certificate is refused (Citus's are).
+        let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
+        let mut config = Config::for_database(url);
         config.allow_networks = deskhook::config::parse_networks("127.0.0.1/32").expect("cidr");
         config.rate_limit = deskhook::config::RateLimit::Off;
         // Every instance of a deployment shares the operator key.
