@@ -837,6 +837,7 @@ impl Dispatcher {
         Settlement {
             id: delivery.id,
             lease_id: delivery.lease_id,
+            workspace_id: delivery.workspace_id,
             endpoint_id: delivery.endpoint_id,
             attempt: delivery.attempt,
             urgent: delivery.capped,

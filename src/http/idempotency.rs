@@ -79,16 +79,17 @@ pub async fn idempotent_post(
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let Some(api_key_id) = request
+    let Some((workspace_id, api_key_id)) = request
         .extensions()
         .get::<Principal>()
-        .map(|principal| principal.key_id)
+        .map(|principal| (principal.workspace_id, principal.key_id))
     else {
         // Not authenticated: the handler's own extractor answers 401.
         return next.run(request).await;
     };
     let secret_box = &state.config.secret_box;
-    match run_once(&state.pool, secret_box, api_key_id, &key, request, next).await {
+    let owner = (workspace_id, api_key_id);
+    match run_once(&state.pool, secret_box, owner, &key, request, next).await {
         Ok(response) | Err(Failure::Answer(response)) => response,
         Err(Failure::Error(error)) => error.into_response(),
     }
@@ -140,10 +141,11 @@ fn is_stored(status: StatusCode) -> bool {
     (200..500).contains(&status.as_u16()) && status != StatusCode::TOO_MANY_REQUESTS
 }
 
+/// `owner` is the key's workspace and the key.
 async fn run_once(
     pool: &PgPool,
     secret_box: &SecretBox,
-    api_key_id: i64,
+    (workspace_id, api_key_id): (i64, i64),
     key: &str,
     request: Request,
     next: Next,
@@ -160,7 +162,7 @@ async fn run_once(
 
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        if store::claim(pool, api_key_id, key, &hash).await? {
+        if store::claim(pool, workspace_id, api_key_id, key, &hash).await? {
             purge_now_and_then(pool);
             break;
         }
@@ -371,14 +373,15 @@ mod store {
     /// the same request whose lease ran out. False if someone else holds it.
     pub(super) async fn claim(
         pool: &PgPool,
+        workspace_id: i64,
         api_key_id: i64,
         key: &str,
         request_hash: &[u8],
     ) -> Result<bool, sqlx::Error> {
         let claimed: Option<bool> = sqlx::query_scalar(
             "INSERT INTO idempotency_key
-                 (api_key_id, idem_key, request_hash, locked_until, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4),
+                 (workspace_id, api_key_id, idem_key, request_hash, locked_until, expires_at)
+             VALUES ($6, $1, $2, $3, now() + make_interval(secs => $4),
                      now() + make_interval(hours => $5))
              ON CONFLICT (api_key_id, idem_key) DO UPDATE
                 SET request_hash = EXCLUDED.request_hash, status = NULL, headers = NULL,
@@ -395,6 +398,7 @@ mod store {
         .bind(request_hash)
         .bind(f64::from(LEASE_SECONDS))
         .bind(RETENTION_HOURS)
+        .bind(workspace_id)
         .fetch_optional(pool)
         .await?;
         Ok(claimed.is_some())

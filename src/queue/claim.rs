@@ -102,8 +102,11 @@ macro_rules! ended_ctes {
     () => {
         r"
 ended_history AS (
-  INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms, outcome, error)
-  SELECT id, attempt + 1, endpoint_id, now(), 0, 'refused', 'the endpoint was deleted' FROM ended
+  INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at,
+                                duration_ms, outcome, error)
+  SELECT workspace_id, id, attempt + 1, endpoint_id, now(), 0, 'refused',
+         'the endpoint was deleted'
+  FROM ended
 ),
 ended_moved AS (
   INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status, attempts,

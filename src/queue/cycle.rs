@@ -90,6 +90,7 @@ pub async fn turn(
         .bind(cursor)
         .bind(dispatcher)
         .bind(batch.iter().map(|s| s.attempt).collect::<Vec<_>>())
+        .bind(batch.iter().map(|s| s.workspace_id).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
     let mut turn = Turn::default();

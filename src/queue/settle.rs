@@ -44,6 +44,8 @@ pub struct Settlement {
     pub id: i64,
     /// The claim's fencing token.
     pub lease_id: i64,
+    /// The delivery's workspace.
+    pub workspace_id: i64,
     /// The delivery's endpoint.
     pub endpoint_id: i64,
     /// The attempt's number (the claim's).
@@ -79,15 +81,15 @@ pub struct Settled {
 }
 
 /// The settle's CTEs, first in the cycle statement. They bind `$1`..`$11` (one array per
-/// [`Settlement`] field, and `$16` for `attempt`) and end in `settled(id, endpoint_id, attempt)` and
+/// [`Settlement`] field, `$16` for `attempt` and `$17` for `workspace_id`) and end in `settled(id, endpoint_id, attempt)` and
 /// `endpoints(id, enabled, disabled_reason, disabled_at)` for the claim that follows.
 pub(crate) const SETTLE_CTES: &str = r"
 o AS (
   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::timestamptz[],
                        $5::timestamptz[], $6::int[], $7::smallint[], $8::text[], $9::text[],
-                       $10::text[], $11::bigint[], $16::int[])
+                       $10::text[], $11::bigint[], $16::int[], $17::bigint[])
          AS o(id, lease_id, verdict, next_run_at, started_at, duration_ms, status_code,
-              outcome, error, response_body, endpoint_id, attempt)
+              outcome, error, response_body, endpoint_id, attempt, workspace_id)
 ),
 oe AS MATERIALIZED (
   SELECT o.*, ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
@@ -126,9 +128,9 @@ settled AS (
   SELECT id, endpoint_id, attempt FROM retried
 ),
 history AS (
-  INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms,
-                                status_code, outcome, error, response_body, fenced)
-  SELECT o.id, o.attempt, o.endpoint_id, o.started_at, o.duration_ms, o.status_code,
+  INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at,
+                                duration_ms, status_code, outcome, error, response_body, fenced)
+  SELECT o.workspace_id, o.id, o.attempt, o.endpoint_id, o.started_at, o.duration_ms, o.status_code,
          o.outcome, o.error, o.response_body, s.id IS NULL
   FROM o LEFT JOIN settled s ON s.id = o.id
   -- A fenced attempt is recorded once, even when a settle whose commit was not acknowledged

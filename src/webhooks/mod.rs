@@ -444,11 +444,14 @@ pub async fn create(
         .fetch_one(&mut *tx)
         .await?
     };
-    sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
-        .bind(row.id)
-        .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(row.id)))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO endpoint_secret (workspace_id, endpoint_id, ciphertext) VALUES ($3, $1, $2)",
+    )
+    .bind(row.id)
+    .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(row.id)))
+    .bind(workspace_id)
+    .execute(&mut *tx)
+    .await?;
     crate::queue::claim::register(&mut tx, workspace_id, row.id).await?;
     tx.commit().await?;
     Ok((row.into(), secret))
@@ -675,11 +678,14 @@ pub async fn rotate_secret(
     .execute(&mut *tx)
     .await?;
     let secret = SigningSecret::generate();
-    sqlx::query("INSERT INTO endpoint_secret (endpoint_id, ciphertext) VALUES ($1, $2)")
-        .bind(key)
-        .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(key)))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO endpoint_secret (workspace_id, endpoint_id, ciphertext) VALUES ($3, $1, $2)",
+    )
+    .bind(key)
+    .bind(secret_box.seal(secret.expose(), &SealedFor::endpoint_secret(key)))
+    .bind(workspace_id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE endpoint SET updated_at = now() WHERE id = $1")
         .bind(key)
         .execute(&mut *tx)

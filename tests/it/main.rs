@@ -12,4 +12,5 @@ mod faults;
 mod helpdesk;
 mod observability;
 mod ops;
+mod schema;
 mod sla;

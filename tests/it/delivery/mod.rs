@@ -129,6 +129,7 @@ pub fn settlement(
     deskhook::queue::Settlement {
         id: claimed.id,
         lease_id: claimed.lease_id,
+        workspace_id: claimed.workspace_id,
         endpoint_id: claimed.endpoint_id,
         attempt: claimed.attempt,
         urgent: false,

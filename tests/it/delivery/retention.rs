@@ -146,8 +146,9 @@ async fn history_is_kept_for_the_retention_period_after_it_ends_not_after_it_beg
             .await
             .expect("an old delivery");
         sqlx::query(&format!(
-            "INSERT INTO delivery_attempt (delivery_id, attempt, endpoint_id, started_at, duration_ms, outcome) \
-             SELECT {two_days_ago} + 1{n}, 5, id, now(), 3, 'http_error' FROM endpoint"
+            "INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at, \
+                                           duration_ms, outcome) \
+             SELECT workspace_id, {two_days_ago} + 1{n}, 5, id, now(), 3, 'http_error' FROM endpoint"
         ))
         .execute(&app.pool)
         .await

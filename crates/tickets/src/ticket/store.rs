@@ -395,11 +395,12 @@ async fn replace_tags(
             .execute(&mut *conn)
             .await?;
     let added = sqlx::query(
-        "INSERT INTO ticket_tag (ticket_id, tag_id) SELECT $1, unnest($2::bigint[]) \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO ticket_tag (workspace_id, ticket_id, tag_id) \
+         SELECT $3, $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
     )
     .bind(ticket_key)
     .bind(&keys)
+    .bind(workspace_id)
     .execute(&mut *conn)
     .await?;
     Ok(removed.rows_affected() + added.rows_affected() > 0)
