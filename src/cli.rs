@@ -315,6 +315,11 @@ pub struct ServeArgs {
 struct MigrateArgs {
     #[command(flatten)]
     database: DatabaseArgs,
+    /// After migrating, place the tables on Citus: reference tables and tables distributed by
+    /// `workspace_id` (the database must have the Citus extension and its workers). Not every
+    /// statement runs distributed yet: see docs/scaling.md before using it.
+    #[arg(long)]
+    distribute: bool,
     /// Log format.
     #[arg(
         long,
@@ -478,7 +483,10 @@ async fn check_secret_key(url: &str, secret_box: &SecretBox) -> anyhow::Result<(
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let database = database::Database::open(args.database.settings()).await?;
-    let result = database::migrate_url(database.url()).await;
+    let mut result = database::migrate_url(database.url()).await;
+    if result.is_ok() && args.distribute {
+        result = database::distribute_url(database.url()).await;
+    }
     database.close().await;
     result?;
     tracing::info!("migrations applied");

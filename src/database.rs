@@ -12,6 +12,8 @@
 //! use), so for `prefer` the choice is made once, when the database is opened
 //! ([`prefer_tls_or_plaintext`]). `require` and the `verify-*` modes never fall back, and their
 //! failures name the fix ([`describe`]).
+//!
+//! On Citus, `deskhook migrate --distribute` also places the tables ([`citus`]).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -21,6 +23,8 @@ use sqlx::{
     Connection as _, PgConnection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
+
+pub mod citus;
 
 /// Every migration, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -269,6 +273,22 @@ pub async fn migrate_url(url: &str) -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     conn.close().await.ok();
+    Ok(())
+}
+
+/// Connects to `url` once and places the tables on Citus (`deskhook migrate --distribute`).
+pub async fn distribute_url(url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|error| anyhow::anyhow!("connecting to the database: {}", describe(&error)))?;
+    let placed = citus::distribute(&mut conn).await?;
+    conn.close().await.ok();
+    tracing::info!(
+        placed,
+        reference = citus::REFERENCE_TABLES.len(),
+        distributed = citus::DISTRIBUTED_TABLES.len(),
+        "tables placed on Citus"
+    );
     Ok(())
 }
 

@@ -383,7 +383,7 @@ mod store {
                  (workspace_id, api_key_id, idem_key, request_hash, locked_until, expires_at)
              VALUES ($6, $1, $2, $3, now() + make_interval(secs => $4),
                      now() + make_interval(hours => $5))
-             ON CONFLICT (api_key_id, idem_key) DO UPDATE
+             ON CONFLICT (api_key_id, idem_key, workspace_id) DO UPDATE
                 SET request_hash = EXCLUDED.request_hash, status = NULL, headers = NULL,
                     body = NULL, locked_until = EXCLUDED.locked_until, created_at = now(),
                     expires_at = EXCLUDED.expires_at

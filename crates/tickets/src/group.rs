@@ -191,14 +191,23 @@ impl Helpdesk<'_> {
 
     /// Deletes a group; its tickets keep going without one.
     pub async fn delete_group(&self, key: i64) -> Result<(), TicketError> {
+        // Cleared here, not by the foreign key: one that includes the workspace cannot set
+        // NULL (it would null the workspace too; Citus refuses it outright).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE ticket SET group_id = NULL WHERE workspace_id = $1 AND group_id = $2")
+            .bind(self.workspace_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM agent_group WHERE workspace_id = $1 AND id = $2")
             .bind(self.workspace_id)
             .bind(key)
-            .execute(self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(TicketError::NotFound("Group"));
         }
+        tx.commit().await?;
         Ok(())
     }
 

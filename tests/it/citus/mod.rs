@@ -48,3 +48,63 @@ async fn an_event_is_delivered_signed_on_citus() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn deskhook_migrate_distribute_places_every_table_by_workspace() {
+    let Some(db) = citus_database().await else {
+        return;
+    };
+    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
+    for _ in 0..2 {
+        // The second run finds everything placed and changes nothing.
+        let migrate = tokio::process::Command::new(env!("CARGO_BIN_EXE_deskhook"))
+            .args(["migrate", "--distribute", "--log-format", "json"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .await
+            .expect("deskhook migrate");
+        assert!(
+            migrate.status.success(),
+            "deskhook migrate --distribute failed: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+    }
+    let pool = db.pool().await;
+    let placed: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT logicalrelid::regclass::text, partmethod::text || repmodel::text, colocationid \
+         FROM pg_dist_partition ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("placements");
+    let reference: Vec<&str> = placed
+        .iter()
+        .filter(|(_, method, _)| method == "nt")
+        .map(|(table, _, _)| table.as_str())
+        .collect();
+    assert_eq!(reference, ["api_key", "workspace"]);
+    let distributed: Vec<&(String, String, i32)> = placed
+        .iter()
+        .filter(|(_, method, _)| method.starts_with('h'))
+        .collect();
+    assert_eq!(
+        distributed.len(),
+        deskhook::database::citus::DISTRIBUTED_TABLES.len()
+    );
+    assert!(
+        distributed
+            .iter()
+            .all(|(_, _, group)| *group == distributed[0].2),
+        "every tenant table in one co-location group: {distributed:?}"
+    );
+    let nodes: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT nodeport) FROM citus_shards WHERE table_name = 'delivery'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("shard nodes");
+    assert_eq!(
+        nodes, 2,
+        "the delivery table's shards are spread over both workers"
+    );
+}
