@@ -132,6 +132,15 @@ pub async fn distribute(conn: &mut PgConnection) -> Result<usize, CitusError> {
             .map_err(|error| refused(table_name(table), &error))?;
         }
     }
+    // Statements of one workspace run whole on its shard's worker, drawing ids there: the
+    // id function goes to every node, and with it (its dependency) the sequence.
+    sqlx::query(
+        "SELECT create_distributed_function('deskhook_id()') \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_dist_object WHERE objid = 'deskhook_id()'::regprocedure)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(|error| refused("deskhook_id()", &error))?;
     tx.commit().await?;
     Ok(placed)
 }
