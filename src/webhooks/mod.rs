@@ -537,7 +537,7 @@ pub async fn update(
                                   WHEN $7 THEN NULL \
                                   WHEN enabled THEN 'manual' ELSE disabled_reason END, \
            disabled_at = CASE WHEN $7 IS NULL THEN disabled_at WHEN $7 THEN NULL \
-                              WHEN enabled THEN now() ELSE disabled_at END, \
+                              WHEN enabled THEN $17 ELSE disabled_at END, \
            consecutive_dead = CASE WHEN $7 THEN 0 ELSE consecutive_dead END, \
            ordering = coalesce($8, ordering), \
            max_in_flight = coalesce($9, max_in_flight), \
@@ -566,6 +566,8 @@ pub async fn update(
     .bind(settings.legacy_signature_header.clone().flatten())
     .bind(settings.include_internal_notes)
     .bind(sealed_headers)
+    // The time from here, not now(): Citus evaluates no stable function inside a CASE.
+    .bind(Utc::now())
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or(WebhookError::NotFound)?;

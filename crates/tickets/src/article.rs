@@ -248,7 +248,10 @@ impl Helpdesk<'_> {
                 .push_bind(status.as_str())
                 .push(", published_at = CASE WHEN ")
                 .push_bind(status.as_str())
-                .push(" = 'published' THEN coalesce(published_at, now()) ELSE published_at END");
+                .push(" = 'published' THEN coalesce(published_at, ")
+                // Bound, not now(): Citus evaluates no stable function inside a CASE.
+                .push_bind(Utc::now())
+                .push(") ELSE published_at END");
         }
         problems.finish()?;
         update

@@ -77,7 +77,7 @@ impl From<CustomerRow> for Customer {
 macro_rules! customer_columns {
     () => {
         "c.id, c.email, c.name, c.phone, c.company, c.custom_fields, \
-         (SELECT count(*) FROM ticket t WHERE t.requester_id = c.id AND t.deleted_at IS NULL) \
+         (SELECT count(*) FROM ticket t WHERE t.workspace_id = c.workspace_id AND t.requester_id = c.id AND t.deleted_at IS NULL) \
          AS ticket_count, c.created_at, c.updated_at"
     };
 }

@@ -157,15 +157,17 @@ macro_rules! message_columns {
     };
 }
 
-/// The start of a message as a one-line preview (SQL over the `body` expression).
-pub(crate) const PREVIEW_SQL: &str = "left(regexp_replace(btrim(body), '\\s+', ' ', 'g'), 140)";
+/// The start of a message as a one-line preview: SQL over the text expression `body`.
+pub(crate) fn preview_sql(body: &str) -> String {
+    format!("left(regexp_replace(btrim({body}), '\\s+', ' ', 'g'), 140)")
+}
 
 const LIST: ListSpec = ListSpec {
     select: concat!(
         message_columns!(),
-        " FROM message m JOIN ticket t ON t.id = m.ticket_id AND t.deleted_at IS NULL"
+        " FROM message m JOIN ticket t ON t.workspace_id = m.workspace_id AND t.id = m.ticket_id AND t.deleted_at IS NULL"
     ),
-    from: "message m JOIN ticket t ON t.id = m.ticket_id AND t.deleted_at IS NULL",
+    from: "message m JOIN ticket t ON t.workspace_id = m.workspace_id AND t.id = m.ticket_id AND t.deleted_at IS NULL",
     key: "m.id",
     sorts: |field| match field {
         SortField::CreatedAt | SortField::UpdatedAt => Some(SortExpression {
@@ -375,17 +377,24 @@ pub(crate) async fn add_to_locked(
         public && author.kind == AuthorKind::Customer && ticket.status.reopens_on_customer_reply();
     let mut update = QueryBuilder::<Postgres>::new("UPDATE ticket SET updated_at = now()");
     if public {
+        // From the body in hand, not a subquery: Citus plans no subquery in a modification.
+        let preview = preview_sql("\u{0}");
+        let (before, after) = preview.split_once('\u{0}').expect("one body");
         update
-            .push(", replies_count = replies_count + 1, latest_message_preview = (SELECT ")
-            .push(PREVIEW_SQL)
-            .push(" FROM message WHERE id = ")
-            .push_bind(message.key)
-            .push(")");
+            .push(", replies_count = replies_count + 1, latest_message_preview = ")
+            .push(before)
+            .push_bind(body.as_str())
+            .push("::text")
+            .push(after);
         if author.kind == AuthorKind::Agent {
-            update.push(
-                ", first_responded_at = CASE WHEN created_by_type = 'customer' \
-                 THEN coalesce(first_responded_at, now()) ELSE first_responded_at END",
-            );
+            // The time bound, not now(): Citus evaluates no stable function inside a CASE.
+            update
+                .push(
+                    ", first_responded_at = CASE WHEN created_by_type = 'customer' \
+                     THEN coalesce(first_responded_at, ",
+                )
+                .push_bind(Utc::now())
+                .push(") ELSE first_responded_at END");
         }
     }
     if reopens {
@@ -394,7 +403,11 @@ pub(crate) async fn add_to_locked(
              solved_at = NULL, closed_at = NULL",
         );
     }
-    update.push(" WHERE id = ").push_bind(ticket.key);
+    update
+        .push(" WHERE workspace_id = ")
+        .push_bind(workspace_id)
+        .push(" AND id = ")
+        .push_bind(ticket.key);
     update.build().execute(&mut *conn).await?;
 
     let mut entries = vec![Entry {
@@ -474,7 +487,7 @@ impl Helpdesk<'_> {
     /// The ticket a message belongs to (seed 004 replies name a message, not a ticket).
     pub async fn ticket_of_message(&self, message_key: i64) -> Result<i64, TicketError> {
         sqlx::query_scalar(
-            "SELECT m.ticket_id FROM message m JOIN ticket t ON t.id = m.ticket_id \
+            "SELECT m.ticket_id FROM message m JOIN ticket t ON t.workspace_id = m.workspace_id AND t.id = m.ticket_id \
              WHERE m.workspace_id = $1 AND m.id = $2 AND m.deleted_at IS NULL \
              AND t.deleted_at IS NULL",
         )
@@ -490,7 +503,7 @@ impl Helpdesk<'_> {
         let row: Option<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
-            " FROM message m JOIN ticket t ON t.id = m.ticket_id AND t.deleted_at IS NULL \
+            " FROM message m JOIN ticket t ON t.workspace_id = m.workspace_id AND t.id = m.ticket_id AND t.deleted_at IS NULL \
              WHERE m.workspace_id = $1 AND m.id = $2 AND m.deleted_at IS NULL"
         ))
         .bind(self.workspace_id)
@@ -523,13 +536,17 @@ impl Helpdesk<'_> {
         }
         sqlx::query(&format!(
             "UPDATE ticket t SET updated_at = now(), \
-             replies_count = (SELECT count(*) FROM message m WHERE m.ticket_id = t.id \
+             replies_count = (SELECT count(*) FROM message m \
+               WHERE m.workspace_id = t.workspace_id AND m.ticket_id = t.id \
                AND NOT m.internal AND NOT m.opening AND m.deleted_at IS NULL), \
-             latest_message_preview = (SELECT {PREVIEW_SQL} FROM message m WHERE m.ticket_id = t.id \
+             latest_message_preview = (SELECT {} FROM message m \
+               WHERE m.workspace_id = t.workspace_id AND m.ticket_id = t.id \
                AND NOT m.internal AND m.deleted_at IS NULL ORDER BY m.created_at DESC, m.id DESC LIMIT 1) \
-             WHERE t.id = $1"
+             WHERE t.workspace_id = $2 AND t.id = $1",
+            preview_sql("m.body")
         ))
         .bind(locked.key)
+        .bind(self.workspace_id)
         .execute(&mut *tx)
         .await?;
         let entry = Entry {

@@ -65,8 +65,8 @@ impl From<TagRow> for Tag {
 macro_rules! tag_columns {
     () => {
         "g.id, g.name, g.color, \
-         (SELECT count(*) FROM ticket_tag tt JOIN ticket t ON t.id = tt.ticket_id \
-          WHERE tt.tag_id = g.id AND t.deleted_at IS NULL) AS ticket_count, \
+         (SELECT count(*) FROM ticket_tag tt JOIN ticket t ON t.workspace_id = tt.workspace_id AND t.id = tt.ticket_id \
+          WHERE tt.workspace_id = g.workspace_id AND tt.tag_id = g.id AND t.deleted_at IS NULL) AS ticket_count, \
          g.created_at, g.updated_at"
     };
 }

@@ -160,3 +160,104 @@ async fn ingest_on_the_distributed_schema_draws_ids_on_each_node_without_collisi
     assert_eq!(distinct.len(), 3, "coordinator and workers: {nodes:?}");
     app.stop().await;
 }
+
+/// A migrated and distributed database, and an API-only instance on it.
+async fn distributed_api() -> Option<TestApp> {
+    let db = citus_database().await?;
+    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
+    deskhook::database::migrate_url(&url)
+        .await
+        .expect("migrate");
+    deskhook::database::distribute_url(&url)
+        .await
+        .expect("distribute");
+    Some(
+        TestApp::spawn_on(db, |config| {
+            config.roles = deskhook::config::Roles {
+                api: true,
+                workers: false,
+                timers: false,
+            };
+        })
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn the_helpdesk_main_paths_work_on_the_distributed_schema() {
+    let Some(app) = distributed_api().await else {
+        return;
+    };
+    let api = app.api("citus").await;
+    let agent = api.user("Jane Smith", "jane@example.com").await;
+    let agent_id = agent["id"].as_str().expect("id");
+    let (status, group) = api.post("/groups", json!({"name": "Sales"})).await;
+    assert_eq!(status, 201, "{group}");
+    let group_id = group["data"]["id"].as_str().expect("id");
+
+    let ticket = api.ticket("Quote", "a@example.com").await;
+    let ticket_id = ticket["id"].as_str().expect("id");
+    let (status, routed) = api
+        .patch(
+            &format!("/tickets/{ticket_id}"),
+            json!({"group_id": group_id, "assignee_id": agent_id, "tags": ["vip", "emea"],
+                   "priority": "high"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{routed}");
+    assert_eq!(routed["data"]["group"]["name"], "Sales");
+    assert_eq!(routed["data"]["assignee"]["id"], agent_id);
+
+    let agent_api = api
+        .other_key(
+            &app.pool,
+            &[deskhook::auth::Scope::Write],
+            Some(crate::support::key_of(
+                deskhook::ids::Kind::User,
+                &agent["id"],
+            )),
+        )
+        .await;
+    let (status, reply) = agent_api
+        .post(
+            &format!("/tickets/{ticket_id}/messages"),
+            json!({"body": "We are on it", "type": "reply"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, shown) = api.get(&format!("/tickets/{ticket_id}")).await;
+    assert_eq!(status, 200, "{shown}");
+    let mut tags: Vec<&str> = shown["data"]["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["emea", "vip"]);
+    let (status, listed) = api.get("/tickets?tags=vip").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["meta"]["total"], 1);
+    let (status, messages) = api.get(&format!("/tickets/{ticket_id}/messages")).await;
+    assert_eq!(status, 200, "{messages}");
+    let (status, customers) = api.get("/customers").await;
+    assert_eq!(status, 200, "{customers}");
+    let (status, tag_list) = api.get("/tags").await;
+    assert_eq!(status, 200, "{tag_list}");
+
+    let (status, deleted) = api.delete(&format!("/groups/{group_id}")).await;
+    assert_eq!(status, 204, "{deleted}");
+    let (_, ungrouped) = api.get(&format!("/tickets/{ticket_id}")).await;
+    assert!(ungrouped["data"]["group"].is_null());
+
+    // Every change emitted its event in the same transaction, on the workspace's shard.
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM event WHERE workspace_id = $1 ORDER BY id")
+            .bind(api.workspace_id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("events");
+    assert!(events.iter().any(|t| t == "ticket.created"), "{events:?}");
+    assert!(events.iter().any(|t| t == "ticket.replied"), "{events:?}");
+    app.stop().await;
+}

@@ -466,10 +466,11 @@ pub(crate) async fn sync(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, TicketError> {
     let rows: Vec<ClockRow> = sqlx::query_as(&format!(
-        "SELECT {CLOCK_COLUMNS} FROM sla_clock WHERE ticket_id = $1 ORDER BY metric, instance \
-         FOR UPDATE"
+        "SELECT {CLOCK_COLUMNS} FROM sla_clock WHERE workspace_id = $2 AND ticket_id = $1 \
+         ORDER BY metric, instance FOR UPDATE"
     ))
     .bind(ticket_key)
+    .bind(workspace_id)
     .fetch_all(&mut *conn)
     .await?;
     let policies = active_policies(conn, workspace_id).await?;
@@ -480,9 +481,9 @@ pub(crate) async fn sync(
         "SELECT t.status, t.priority, t.source, t.group_id, t.custom_fields, t.created_at, \
          t.created_by_type, t.first_responded_at, t.deleted_at, \
          c.email AS customer_email, c.company AS customer_company, \
-         coalesce((SELECT array_agg(tg.name) FROM ticket_tag tt JOIN tag tg ON tg.id = tt.tag_id \
-                   WHERE tt.ticket_id = t.id), '{}') AS tags \
-         FROM ticket t LEFT JOIN customer c ON c.id = t.requester_id \
+         coalesce((SELECT array_agg(tg.name) FROM ticket_tag tt JOIN tag tg ON tg.workspace_id = tt.workspace_id AND tg.id = tt.tag_id \
+                   WHERE tt.workspace_id = t.workspace_id AND tt.ticket_id = t.id), '{}') AS tags \
+         FROM ticket t LEFT JOIN customer c ON c.workspace_id = t.workspace_id AND c.id = t.requester_id \
          WHERE t.workspace_id = $1 AND t.id = $2",
     )
     .bind(workspace_id)

@@ -41,15 +41,16 @@ macro_rules! ticket_columns {
          a.id AS assignee_key, a.email AS assignee_email, a.name AS assignee_name, \
          g.id AS group_key, g.name AS group_name, \
          coalesce((SELECT array_agg(tg.name ORDER BY lower(tg.name)) FROM ticket_tag tt \
-                   JOIN tag tg ON tg.id = tt.tag_id WHERE tt.ticket_id = t.id), '{}') AS tags"
+                   JOIN tag tg ON tg.workspace_id = tt.workspace_id AND tg.id = tt.tag_id \
+                   WHERE tt.workspace_id = t.workspace_id AND tt.ticket_id = t.id), '{}') AS tags"
     };
 }
 
 macro_rules! ticket_from {
     () => {
-        " FROM ticket t LEFT JOIN customer c ON c.id = t.requester_id \
-          LEFT JOIN agent a ON a.id = t.assignee_id \
-          LEFT JOIN agent_group g ON g.id = t.group_id"
+        " FROM ticket t LEFT JOIN customer c ON c.workspace_id = t.workspace_id AND c.id = t.requester_id \
+          LEFT JOIN agent a ON a.workspace_id = t.workspace_id AND a.id = t.assignee_id \
+          LEFT JOIN agent_group g ON g.workspace_id = t.workspace_id AND g.id = t.group_id"
     };
 }
 
@@ -388,12 +389,15 @@ async fn replace_tags(
     names: &[String],
 ) -> Result<bool, TicketError> {
     let keys = tag::ensure(conn, workspace_id, names).await?;
-    let removed =
-        sqlx::query("DELETE FROM ticket_tag WHERE ticket_id = $1 AND NOT (tag_id = ANY($2))")
-            .bind(ticket_key)
-            .bind(&keys)
-            .execute(&mut *conn)
-            .await?;
+    let removed = sqlx::query(
+        "DELETE FROM ticket_tag \
+             WHERE workspace_id = $3 AND ticket_id = $1 AND NOT (tag_id = ANY($2))",
+    )
+    .bind(ticket_key)
+    .bind(&keys)
+    .bind(workspace_id)
+    .execute(&mut *conn)
+    .await?;
     let added = sqlx::query(
         "INSERT INTO ticket_tag (workspace_id, ticket_id, tag_id) \
          SELECT $3, $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
@@ -408,13 +412,16 @@ async fn replace_tags(
 
 async fn tag_names_of(
     conn: &mut PgConnection,
+    workspace_id: i64,
     ticket_key: i64,
 ) -> Result<Vec<String>, TicketError> {
     Ok(sqlx::query_scalar(
-        "SELECT tg.name FROM ticket_tag tt JOIN tag tg ON tg.id = tt.tag_id \
-         WHERE tt.ticket_id = $1 ORDER BY lower(tg.name)",
+        "SELECT tg.name FROM ticket_tag tt \
+         JOIN tag tg ON tg.workspace_id = tt.workspace_id AND tg.id = tt.tag_id \
+         WHERE tt.workspace_id = $2 AND tt.ticket_id = $1 ORDER BY lower(tg.name)",
     )
     .bind(ticket_key)
+    .bind(workspace_id)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -463,7 +470,11 @@ pub(crate) async fn apply_patch(
                     update.push(", solved_at = now()");
                 }
                 Status::Closed => {
-                    update.push(", closed_at = now(), solved_at = coalesce(solved_at, now())");
+                    // Bound, not now(): Citus evaluates no stable function in a COALESCE.
+                    update
+                        .push(", closed_at = now(), solved_at = coalesce(solved_at, ")
+                        .push_bind(Utc::now())
+                        .push(")");
                 }
                 Status::Open | Status::Pending | Status::OnHold if from.is_terminal() => {
                     update.push(", reopened_at = now(), solved_at = NULL, closed_at = NULL");
@@ -583,16 +594,20 @@ pub(crate) async fn apply_patch(
     problems.finish()?;
 
     if let Some(names) = tags {
-        let before = tag_names_of(conn, ticket.key).await?;
+        let before = tag_names_of(conn, workspace_id, ticket.key).await?;
         if replace_tags(conn, workspace_id, ticket.key, &names).await? {
-            let after = tag_names_of(conn, ticket.key).await?;
+            let after = tag_names_of(conn, workspace_id, ticket.key).await?;
             entries.push(Entry::change("tags", before.into(), after.into()));
             kinds.push(EventKind::Updated);
             changed = true;
         }
     }
     if changed {
-        update.push(" WHERE id = ").push_bind(ticket.key);
+        update
+            .push(" WHERE workspace_id = ")
+            .push_bind(workspace_id)
+            .push(" AND id = ")
+            .push_bind(ticket.key);
         update.build().execute(&mut *conn).await?;
         activity::append(conn, workspace_id, ticket.key, actor, &entries).await?;
     }
@@ -760,8 +775,8 @@ impl Helpdesk<'_> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
              CASE WHEN $5 IN ('solved', 'closed') THEN now() END, \
              CASE WHEN $5 = 'closed' THEN now() END, \
-             (SELECT {} FROM (SELECT $4::text AS body) AS opening)) RETURNING id",
-            message::PREVIEW_SQL
+             {}) RETURNING id",
+            message::preview_sql("$4::text")
         ))
         .bind(workspace_id)
         .bind(number)
@@ -860,10 +875,14 @@ impl Helpdesk<'_> {
         let locked = lock(&mut tx, self.workspace_id, reference, false).await?;
         let mut kinds = Vec::new();
         if !locked.archived {
-            sqlx::query("UPDATE ticket SET archived_at = now(), updated_at = now() WHERE id = $1")
-                .bind(locked.key)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE ticket SET archived_at = now(), updated_at = now() \
+                 WHERE workspace_id = $2 AND id = $1",
+            )
+            .bind(locked.key)
+            .bind(self.workspace_id)
+            .execute(&mut *tx)
+            .await?;
             activity::append(
                 &mut tx,
                 self.workspace_id,
@@ -888,9 +907,11 @@ impl Helpdesk<'_> {
         let mut kinds = Vec::new();
         if locked.archived || locked.deleted {
             sqlx::query(
-                "UPDATE ticket SET archived_at = NULL, deleted_at = NULL, updated_at = now() WHERE id = $1",
+                "UPDATE ticket SET archived_at = NULL, deleted_at = NULL, updated_at = now() \
+                 WHERE workspace_id = $2 AND id = $1",
             )
             .bind(locked.key)
+            .bind(self.workspace_id)
             .execute(&mut *tx)
             .await?;
             activity::append(
@@ -928,8 +949,9 @@ impl Helpdesk<'_> {
     ) -> Result<(), TicketError> {
         let mut tx = self.pool.begin().await?;
         let locked = lock(&mut tx, self.workspace_id, reference, false).await?;
-        sqlx::query("UPDATE ticket SET deleted_at = now() WHERE id = $1")
+        sqlx::query("UPDATE ticket SET deleted_at = now() WHERE workspace_id = $2 AND id = $1")
             .bind(locked.key)
+            .bind(self.workspace_id)
             .execute(&mut *tx)
             .await?;
         activity::append(
@@ -1027,8 +1049,8 @@ impl Helpdesk<'_> {
             if !tags.is_empty() {
                 query
                     .push(
-                        " AND EXISTS (SELECT 1 FROM ticket_tag ft JOIN tag fg ON fg.id = ft.tag_id \
-                         WHERE ft.ticket_id = t.id AND lower(fg.name) = ANY(",
+                        " AND EXISTS (SELECT 1 FROM ticket_tag ft JOIN tag fg ON fg.workspace_id = ft.workspace_id AND fg.id = ft.tag_id \
+                         WHERE ft.workspace_id = t.workspace_id AND ft.ticket_id = t.id AND lower(fg.name) = ANY(",
                     )
                     .push_bind(tags.clone())
                     .push("))");
@@ -1046,7 +1068,7 @@ impl Helpdesk<'_> {
                     .push(" OR t.description ILIKE ")
                     .push_bind(pattern.clone())
                     .push(
-                        " OR EXISTS (SELECT 1 FROM message fm WHERE fm.ticket_id = t.id \
+                        " OR EXISTS (SELECT 1 FROM message fm WHERE fm.workspace_id = t.workspace_id AND fm.ticket_id = t.id \
                          AND fm.deleted_at IS NULL AND fm.body ILIKE ",
                     )
                     .push_bind(pattern)
