@@ -660,7 +660,7 @@ async fn show_delivery(
     let record = queue::deliveries::get(&state.pool, principal.workspace_id, key)
         .await?
         .ok_or_else(|| ApiError::not_found("Delivery"))?;
-    let attempts = queue::deliveries::attempts(&state.pool, key).await?;
+    let attempts = queue::deliveries::attempts(&state.pool, principal.workspace_id, key).await?;
     let mut view = DeliveryView::from(record);
     view.attempt_log = Some(
         attempts
@@ -841,7 +841,9 @@ async fn list_events(
     .await?;
     let (page, next) = split_page(rows, limit, |e| encode_cursor(&e.id));
     let ids_on_page: Vec<i64> = page.iter().map(|e| e.id).collect();
-    let summaries = queue::events::delivery_summaries(&state.pool, &ids_on_page).await?;
+    let summaries =
+        queue::events::delivery_summaries(&state.pool, principal.workspace_id, &ids_on_page)
+            .await?;
     let views: Vec<Value> = page
         .into_iter()
         .map(|e| {
@@ -870,6 +872,7 @@ async fn show_event(
     let record = queue::events::get(&state.pool, principal.workspace_id, key)
         .await?
         .ok_or_else(|| ApiError::not_found("Event"))?;
-    let summaries = queue::events::delivery_summaries(&state.pool, &[key]).await?;
+    let summaries =
+        queue::events::delivery_summaries(&state.pool, principal.workspace_id, &[key]).await?;
     Ok(axum::Json(json!({ "data": event_view(&record, summaries.get(&key)) })).into_response())
 }

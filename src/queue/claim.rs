@@ -572,11 +572,17 @@ pub async fn rescue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Parks an endpoint's ready rows (it was disabled). Scheduled rows are parked when they come
 /// due, and any row the claim meets of a disabled endpoint, so nothing is missed.
-pub async fn park(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64, sqlx::Error> {
+pub async fn park(
+    conn: &mut sqlx::PgConnection,
+    workspace_id: i64,
+    endpoint_id: i64,
+) -> Result<u64, sqlx::Error> {
     let parked = sqlx::query(
-        "UPDATE delivery SET state = 3 WHERE endpoint_id = $1 AND state = 0 AND order_key IS NULL",
+        "UPDATE delivery SET state = 3 \
+         WHERE workspace_id = $2 AND endpoint_id = $1 AND state = 0 AND order_key IS NULL",
     )
     .bind(endpoint_id)
+    .bind(workspace_id)
     .execute(conn)
     .await?;
     Ok(parked.rows_affected())
@@ -587,6 +593,7 @@ pub async fn park(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64
 /// flight keep their key and finish as they were claimed.
 pub async fn reorder(
     conn: &mut sqlx::PgConnection,
+    workspace_id: i64,
     endpoint_id: i64,
     per_ticket: bool,
 ) -> Result<u64, sqlx::Error> {
@@ -594,24 +601,33 @@ pub async fn reorder(
         "UPDATE delivery d \
          SET order_key = CASE WHEN $2 THEN deskhook_lane_key(d.endpoint_id, e.ticket_key) END \
          FROM event e \
-         WHERE d.endpoint_id = $1 AND d.state <> 1 AND e.id = d.event_id \
+         WHERE d.workspace_id = $3 AND d.endpoint_id = $1 AND d.state <> 1 \
+           AND e.workspace_id = d.workspace_id AND e.id = d.event_id \
            AND d.order_key IS DISTINCT FROM \
                (CASE WHEN $2 THEN deskhook_lane_key(d.endpoint_id, e.ticket_key) END)",
     )
     .bind(endpoint_id)
     .bind(per_ticket)
+    .bind(workspace_id)
     .execute(conn)
     .await?;
     Ok(rekeyed.rows_affected())
 }
 
 /// Brings an endpoint's parked rows back (it was enabled): ready when due, else scheduled.
-pub async fn unpark(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u64, sqlx::Error> {
+pub async fn unpark(
+    conn: &mut sqlx::PgConnection,
+    workspace_id: i64,
+    endpoint_id: i64,
+) -> Result<u64, sqlx::Error> {
+    // The time bound, not now(): Citus evaluates no stable function inside a CASE.
     let unparked = sqlx::query(
-        "UPDATE delivery SET state = CASE WHEN run_at <= now() THEN 0 ELSE 2 END \
-         WHERE endpoint_id = $1 AND state = 3",
+        "UPDATE delivery SET state = CASE WHEN run_at <= $3 THEN 0 ELSE 2 END \
+         WHERE workspace_id = $2 AND endpoint_id = $1 AND state = 3",
     )
     .bind(endpoint_id)
+    .bind(workspace_id)
+    .bind(Utc::now())
     .execute(conn)
     .await?;
     Ok(unparked.rows_affected())
@@ -624,12 +640,13 @@ pub async fn unpark(conn: &mut sqlx::PgConnection, endpoint_id: i64) -> Result<u
 /// and is fenced), so nothing of the endpoint is left whichever commits first.
 pub async fn end_deleted(
     conn: &mut sqlx::PgConnection,
+    workspace_id: i64,
     endpoint_id: i64,
 ) -> Result<u64, sqlx::Error> {
     let ended: i64 = sqlx::query_scalar(concat!(
         r"
 WITH ended AS (
-  DELETE FROM delivery d WHERE d.endpoint_id = $1
+  DELETE FROM delivery d WHERE d.workspace_id = $2 AND d.endpoint_id = $1
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
             d.last_attempt_at, d.last_status_code, d.created_at
 ),
@@ -639,6 +656,7 @@ WITH ended AS (
 SELECT count(*) FROM ended"
     ))
     .bind(endpoint_id)
+    .bind(workspace_id)
     .fetch_one(conn)
     .await?;
     Ok(u64::try_from(ended).unwrap_or_default())

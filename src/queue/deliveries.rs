@@ -79,17 +79,18 @@ const LIST: &str = r"
 SELECT x.id, x.endpoint_id, x.event_id, e.event_type, x.status, x.attempts, x.next_attempt_at,
        x.last_attempt_at, x.last_status_code, x.created_at, x.finished_at
 FROM (
-  SELECT d.id, d.endpoint_id, d.event_id,
+  SELECT d.id, d.workspace_id, d.endpoint_id, d.event_id,
          CASE WHEN d.state = 1 THEN 'delivering' WHEN d.attempt = 0 THEN 'pending' ELSE 'retrying' END AS status,
          d.attempt AS attempts, CASE WHEN d.state IN (0, 2) THEN d.run_at END AS next_attempt_at,
          d.last_attempt_at, d.last_status_code, d.created_at, NULL::timestamptz AS finished_at
   FROM delivery d WHERE d.workspace_id = $1
   UNION ALL
-  SELECT f.id, f.endpoint_id, f.event_id, f.status, f.attempts, NULL, f.last_attempt_at,
+  SELECT f.id, f.workspace_id, f.endpoint_id, f.event_id, f.status, f.attempts, NULL,
+         f.last_attempt_at,
          f.last_status_code, f.created_at, f.finished_at
   FROM delivery_finished f WHERE f.workspace_id = $1
 ) x
-JOIN event e ON e.id = x.event_id
+JOIN event e ON e.workspace_id = x.workspace_id AND e.id = x.event_id
 WHERE ($2::bigint IS NULL OR x.endpoint_id = $2)
   AND ($3::bigint IS NULL OR x.event_id = $3)
   AND ($4::text IS NULL OR e.event_type = $4)
@@ -140,13 +141,19 @@ pub async fn get(
 }
 
 /// The attempt log of a delivery, oldest first.
-pub async fn attempts(pool: &PgPool, delivery_id: i64) -> Result<Vec<AttemptRecord>, sqlx::Error> {
+pub async fn attempts(
+    pool: &PgPool,
+    workspace_id: i64,
+    delivery_id: i64,
+) -> Result<Vec<AttemptRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT attempt, started_at, duration_ms, status_code, outcome, error, response_body, \
                 fenced \
-         FROM delivery_attempt WHERE delivery_id = $1 ORDER BY attempt, started_at",
+         FROM delivery_attempt WHERE workspace_id = $2 AND delivery_id = $1 \
+         ORDER BY attempt, started_at",
     )
     .bind(delivery_id)
+    .bind(workspace_id)
     .fetch_all(pool)
     .await
 }
@@ -157,7 +164,8 @@ const REQUEUE: &str = r"
 WITH f AS (
   DELETE FROM delivery_finished f
   USING endpoint ep
-  WHERE f.workspace_id = $1 AND ep.id = f.endpoint_id AND ep.deleted_at IS NULL
+  WHERE f.workspace_id = $1 AND ep.workspace_id = f.workspace_id AND ep.id = f.endpoint_id
+    AND ep.deleted_at IS NULL
     AND f.attempts < $6
     AND ($2::bigint IS NULL OR f.id = $2)
     AND ($3::bigint IS NULL OR (f.endpoint_id = $3 AND f.status = 'dead'
@@ -169,7 +177,7 @@ INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, order_key, priori
 SELECT f.id, f.workspace_id, f.endpoint_id, f.event_id,
        CASE WHEN f.ordering = 'per_ticket' THEN deskhook_lane_key(f.endpoint_id, e.ticket_key) END,
        2, f.attempts, f.attempts, now(), f.last_attempt_at, f.last_status_code, f.created_at
-FROM f JOIN event e ON e.id = f.event_id
+FROM f JOIN event e ON e.workspace_id = f.workspace_id AND e.id = f.event_id
 ";
 
 /// A delivery stops here, however often it is replayed: no counter can reach its type's
@@ -257,7 +265,8 @@ pub async fn send_test(
            VALUES ($1, 'webhook.test', 'test', now(), $3) RETURNING id) \
          INSERT INTO delivery (id, workspace_id, endpoint_id, event_id, priority, state) \
          SELECT deskhook_id(), $1, $2, e.id, 1, CASE WHEN ep.enabled THEN 0 ELSE 3 END \
-         FROM e JOIN endpoint ep ON ep.id = $2 RETURNING event_id, id",
+         FROM e JOIN endpoint ep ON ep.workspace_id = $1 AND ep.id = $2 \
+         RETURNING event_id, id",
     )
     .bind(workspace_id)
     .bind(endpoint_id)

@@ -66,18 +66,21 @@ pub async fn get(
 /// Delivery counts by status for each of `event_ids`.
 pub async fn delivery_summaries(
     pool: &PgPool,
+    workspace_id: i64,
     event_ids: &[i64],
 ) -> Result<HashMap<i64, HashMap<String, i64>>, sqlx::Error> {
     let rows: Vec<(i64, String, i64)> = sqlx::query_as(
         "SELECT event_id, status, count(*) FROM ( \
            SELECT event_id, CASE WHEN state = 1 THEN 'delivering' WHEN attempt = 0 THEN 'pending' \
                                  ELSE 'retrying' END AS status \
-           FROM delivery WHERE event_id = ANY($1) \
+           FROM delivery WHERE workspace_id = $2 AND event_id = ANY($1) \
            UNION ALL \
-           SELECT event_id, status FROM delivery_finished WHERE event_id = ANY($1)) x \
+           SELECT event_id, status FROM delivery_finished \
+           WHERE workspace_id = $2 AND event_id = ANY($1)) x \
          GROUP BY event_id, status",
     )
     .bind(event_ids)
+    .bind(workspace_id)
     .fetch_all(pool)
     .await?;
     let mut out: HashMap<i64, HashMap<String, i64>> = HashMap::new();

@@ -575,17 +575,17 @@ pub async fn update(
     // when it is enabled again.
     match (was_enabled, row.enabled) {
         (true, false) => {
-            crate::queue::claim::park(&mut tx, key).await?;
+            crate::queue::claim::park(&mut tx, workspace_id, key).await?;
         }
         (false, true) => {
-            crate::queue::claim::unpark(&mut tx, key).await?;
+            crate::queue::claim::unpark(&mut tx, workspace_id, key).await?;
         }
         _ => {}
     }
     // The backlog follows an ordering change, so FIFO holds from the switch on (review L13).
     if row.ordering != was_ordering {
-        crate::queue::claim::reorder(&mut tx, key, row.ordering == Ordering::PerTicket.as_str())
-            .await?;
+        let per_ticket = row.ordering == Ordering::PerTicket.as_str();
+        crate::queue::claim::reorder(&mut tx, workspace_id, key, per_ticket).await?;
     }
     tx.commit().await?;
     Ok(row.into())
@@ -606,7 +606,7 @@ pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), We
     if deleted.rows_affected() == 0 {
         return Err(WebhookError::NotFound);
     }
-    crate::queue::claim::end_deleted(&mut tx, key).await?;
+    crate::queue::claim::end_deleted(&mut tx, workspace_id, key).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use deskhook_testkit::TestDatabase;
+use reqwest::Method;
 use serde_json::json;
 
 use crate::{
@@ -259,5 +260,75 @@ async fn the_helpdesk_main_paths_work_on_the_distributed_schema() {
             .expect("events");
     assert!(events.iter().any(|t| t == "ticket.created"), "{events:?}");
     assert!(events.iter().any(|t| t == "ticket.replied"), "{events:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_webhook_api_works_on_the_distributed_schema() {
+    let Some(app) = distributed_api().await else {
+        return;
+    };
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = client.endpoint(&receiver, json!({})).await;
+    client
+        .ingest(json!({ "events": [event("w-1", "ticket.created")] }))
+        .await;
+    let calls = [
+        (Method::GET, "/v1/webhooks".to_owned(), None, 200),
+        (Method::GET, format!("/v1/webhooks/{endpoint}"), None, 200),
+        (
+            Method::PATCH,
+            format!("/v1/webhooks/{endpoint}"),
+            Some(json!({"enabled": false})),
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhooks/{endpoint}/enable"),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            format!("/v1/webhooks/{endpoint}/secret"),
+            None,
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhooks/{endpoint}/rotate-secret"),
+            None,
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhooks/{endpoint}/test"),
+            None,
+            202,
+        ),
+        (Method::GET, "/v1/events".to_owned(), None, 200),
+        (Method::GET, "/v1/deliveries".to_owned(), None, 200),
+    ];
+    for (method, path, body, expected) in calls {
+        let (status, answer) = client.call(method.clone(), &path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+    }
+    let (_, deliveries) = client.call(Method::GET, "/v1/deliveries", None).await;
+    let listed = deliveries["data"].as_array().expect("deliveries");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the ingested event's and the test's: {deliveries}"
+    );
+    let delivery = listed[0]["id"].as_str().expect("id");
+    let (status, shown) = client
+        .call(Method::GET, &format!("/v1/deliveries/{delivery}"), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let (status, deleted) = client
+        .call(Method::DELETE, &format!("/v1/webhooks/{endpoint}"), None)
+        .await;
+    assert_eq!(status, 204, "{deleted}");
     app.stop().await;
 }
