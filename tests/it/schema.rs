@@ -9,18 +9,8 @@ use sqlx::{Connection as _, PgConnection};
 
 /// An empty database on the test server with every migration before `version` applied.
 async fn database_before(version: i64) -> PgConnection {
-    let server = TestDatabase::create().await.server_url();
-    let name = format!("upgrade_{}", rand::random::<u32>());
-    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("admin connection");
-    sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let mut conn = PgConnection::connect(&format!("{server}/{name}"))
-        .await
-        .expect("connect");
+    let db = TestDatabase::create_empty().await;
+    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
     let older = sqlx::migrate::Migrator {
         migrations: Cow::Owned(
             MIGRATOR

@@ -7,7 +7,7 @@
 //! the workers to a database's metadata take SQL, which the caller runs. It must never start a
 //! node without the extension installed ([`LocalCitus::available`]).
 
-use std::{fs, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
+use std::{fs, path::Path};
 
 use crate::{Binaries, Error, LocalPostgres, ServerOptions, cluster, io_err};
 
@@ -85,12 +85,5 @@ fn share_password(node_dir: &Path, password: &str) -> Result<(), Error> {
     if path.exists() {
         return Ok(());
     }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err(format!("writing {}", path.display())))?;
-    file.write_all(password.as_bytes())
-        .map_err(io_err(format!("writing {}", path.display())))
+    cluster::write_private(&path, password)
 }

@@ -69,16 +69,21 @@ pub(crate) fn password(data_dir: &Path) -> Result<String, Error> {
         .take(32)
         .map(char::from)
         .collect();
+    write_private(&path, &password)?;
+    Ok(password)
+}
+
+/// Writes `contents` to `path`, readable by this user only (mode 0600).
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .map_err(io_err(format!("writing {}", path.display())))?;
-    file.write_all(password.as_bytes())
-        .map_err(io_err(format!("writing {}", path.display())))?;
-    Ok(password)
+    file.write_all(contents.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 /// Runs `initdb` as the server's user, with password authentication on loopback only.
@@ -104,17 +109,7 @@ pub(crate) fn init(
 
     // initdb reads the password from a file the server's user can read; remove it right after.
     let pwfile = cluster_dir.with_extension("pwfile");
-    {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&pwfile)
-            .map_err(io_err(format!("writing {}", pwfile.display())))?;
-        file.write_all(password.as_bytes())
-            .map_err(io_err(format!("writing {}", pwfile.display())))?;
-    }
+    write_private(&pwfile, password)?;
     owner.take_ownership(&pwfile)?;
     let mut command = Command::new(&binaries.initdb);
     command

@@ -38,16 +38,18 @@ impl TestDatabase {
         let server = server_url_base();
         let template = template(&server).await;
         let name = format!("test_{}", random_suffix());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .expect("connecting to the test PostgreSQL");
-        sqlx::query(&format!(
-            r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("creating the test database");
-        admin.close().await.ok();
+        create_database(&format!("{server}/postgres"), &name, Some(&template)).await;
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// A fresh database with no migration applied (for tests of the migrations themselves).
+    pub async fn create_empty() -> Self {
+        let server = server_url_base();
+        let name = format!("test_{}", random_suffix());
+        create_database(&format!("{server}/postgres"), &name, None).await;
         Self {
             url: format!("{server}/{name}"),
             name,
@@ -64,14 +66,7 @@ impl TestDatabase {
         let nodes = std::iter::once(coordinator)
             .chain(cluster.workers().iter().map(LocalPostgres::connect_info));
         for node in nodes {
-            let mut admin = PgConnection::connect(&plaintext(&node.url("postgres")))
-                .await
-                .expect("connecting to a Citus node");
-            sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
-                .execute(&mut admin)
-                .await
-                .expect("creating the test database on a Citus node");
-            admin.close().await.ok();
+            create_database(&plaintext(&node.url("postgres")), &name, None).await;
             let mut conn = PgConnection::connect(&plaintext(&node.url(&name)))
                 .await
                 .expect("connecting to the new database");
@@ -152,6 +147,19 @@ fn server_url_base() -> String {
             strip_database(&server.connect_info().url("postgres"))
         })
         .clone()
+}
+
+/// Creates database `name` (from `template`, if given) on the server `admin_url` reaches.
+async fn create_database(admin_url: &str, name: &str, template: Option<&str>) {
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    let from = template.map_or_else(String::new, |t| format!(r#" TEMPLATE "{t}""#));
+    sqlx::query(&format!(r#"CREATE DATABASE "{name}"{from}"#))
+        .execute(&mut admin)
+        .await
+        .expect("creating the test database");
+    admin.close().await.ok();
 }
 
 /// `url` without TLS, for the kit's own connections on loopback: Citus nodes present a

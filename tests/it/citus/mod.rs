@@ -112,25 +112,9 @@ async fn deskhook_migrate_distribute_places_every_table_by_workspace() {
 
 #[tokio::test]
 async fn ingest_on_the_distributed_schema_draws_ids_on_each_node_without_collisions() {
-    let Some(db) = citus_database().await else {
+    let Some(app) = distributed_api().await else {
         return;
     };
-    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
-    deskhook::database::migrate_url(&url)
-        .await
-        .expect("migrate");
-    deskhook::database::distribute_url(&url)
-        .await
-        .expect("distribute");
-    // The API alone: the claim does not run on distributed tables yet (docs/scaling.md).
-    let app = TestApp::spawn_on(db, |config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: false,
-        };
-    })
-    .await;
     let client = Client::new(&app).await;
     let receiver = Receiver::start().await;
     client.endpoint(&receiver, json!({})).await;
@@ -162,7 +146,8 @@ async fn ingest_on_the_distributed_schema_draws_ids_on_each_node_without_collisi
     app.stop().await;
 }
 
-/// A migrated and distributed database, and an API-only instance on it.
+/// A migrated and distributed database, and an instance on it serving the API alone: the
+/// claim does not run on distributed tables yet (docs/scaling.md).
 async fn distributed_api() -> Option<TestApp> {
     let db = citus_database().await?;
     let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
