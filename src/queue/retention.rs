@@ -29,23 +29,33 @@ const CUTOFF_ID: &str = "deskhook_id_at(now() - make_interval(secs => $1))";
 /// live or finished, still refers to it, so every listed delivery finds its event.
 pub async fn sweep(pool: &PgPool, retention: Duration) -> Result<[u64; 3], sqlx::Error> {
     let seconds = retention.as_secs_f64();
+    // Rows are picked and deleted by their keys, which include the workspace, and every
+    // correlation pairs the workspace too: on Citus each sweep statement then runs per shard
+    // (a `ctid`, which this used to delete attempts by, means another row on another shard).
     let finished = format!(
-        "DELETE FROM delivery_finished WHERE id = ANY(ARRAY(SELECT id FROM delivery_finished \
-           WHERE id < {CUTOFF_ID} AND finished_at < now() - make_interval(secs => $1) LIMIT $2))"
+        "DELETE FROM delivery_finished WHERE (id, workspace_id) IN ( \
+           SELECT id, workspace_id FROM delivery_finished \
+           WHERE id < {CUTOFF_ID} AND finished_at < now() - make_interval(secs => $1) LIMIT $2)"
     );
     let attempts = format!(
-        "DELETE FROM delivery_attempt WHERE ctid = ANY(ARRAY(SELECT a.ctid FROM delivery_attempt a \
+        "DELETE FROM delivery_attempt WHERE (workspace_id, delivery_id) IN ( \
+           SELECT DISTINCT a.workspace_id, a.delivery_id FROM delivery_attempt a \
            WHERE a.delivery_id < {CUTOFF_ID} \
-             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.id = a.delivery_id) \
-             AND NOT EXISTS (SELECT 1 FROM delivery_finished f WHERE f.id = a.delivery_id) \
-           LIMIT $2))"
+             AND NOT EXISTS (SELECT 1 FROM delivery d \
+                             WHERE d.workspace_id = a.workspace_id AND d.id = a.delivery_id) \
+             AND NOT EXISTS (SELECT 1 FROM delivery_finished f \
+                             WHERE f.workspace_id = a.workspace_id AND f.id = a.delivery_id) \
+           LIMIT $2)"
     );
     let events = format!(
-        "DELETE FROM event WHERE id = ANY(ARRAY(SELECT e.id FROM event e \
+        "DELETE FROM event WHERE (id, workspace_id) IN ( \
+           SELECT e.id, e.workspace_id FROM event e \
            WHERE e.id < {CUTOFF_ID} \
-             AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_id = e.id) \
-             AND NOT EXISTS (SELECT 1 FROM delivery_finished f WHERE f.event_id = e.id) \
-           LIMIT $2))"
+             AND NOT EXISTS (SELECT 1 FROM delivery d \
+                             WHERE d.workspace_id = e.workspace_id AND d.event_id = e.id) \
+             AND NOT EXISTS (SELECT 1 FROM delivery_finished f \
+                             WHERE f.workspace_id = e.workspace_id AND f.event_id = e.id) \
+           LIMIT $2)"
     );
     // Finished rows first: their attempts and events then go in the same sweep.
     let mut deleted = [0_u64; 3];

@@ -317,3 +317,61 @@ async fn the_webhook_api_works_on_the_distributed_schema() {
     assert_eq!(status, 204, "{deleted}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn distribute_on_plain_postgres_migrates_then_says_in_one_line_what_is_missing() {
+    let db = TestDatabase::create_empty().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_deskhook"))
+        .args(["migrate", "--distribute"])
+        .env("DATABASE_URL", &db.url)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("deskhook migrate");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("no Citus extension") && last.contains("CREATE EXTENSION citus"),
+        "one line saying what to do: {stderr}"
+    );
+    // The migrations themselves went in; only the placing was refused.
+    let applied: bool = deskhook::database::migrations_applied(&db.pool().await)
+        .await
+        .expect("migrations");
+    assert!(applied);
+}
+
+#[tokio::test]
+async fn retention_sweeps_the_distributed_schema() {
+    let Some(app) = distributed_api().await else {
+        return;
+    };
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    client
+        .endpoint(&receiver, json!({ "events": ["ticket.created"] }))
+        .await;
+    // One event nobody subscribes to (history only) and one with a waiting delivery.
+    client
+        .ingest(
+            json!({ "events": [event("r-1", "ticket.closed"), event("r-2", "ticket.created")] }),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let deleted = deskhook::queue::retention::sweep(&app.pool, Duration::ZERO)
+        .await
+        .expect("a sweep across shards");
+    assert_eq!(deleted, [0, 0, 1], "only the unreferenced event goes");
+    let kept: Vec<String> = sqlx::query_scalar("SELECT event_type FROM event")
+        .fetch_all(&app.pool)
+        .await
+        .expect("events");
+    assert_eq!(
+        kept,
+        ["ticket.created"],
+        "the event a delivery waits for stays"
+    );
+    app.stop().await;
+}
