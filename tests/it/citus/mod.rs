@@ -375,3 +375,62 @@ async fn retention_sweeps_the_distributed_schema() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sla_timers_fire_once_per_deadline_on_the_distributed_schema() {
+    let Some(db) = citus_database().await else {
+        return;
+    };
+    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
+    deskhook::database::migrate_url(&url)
+        .await
+        .expect("migrate");
+    deskhook::database::distribute_url(&url)
+        .await
+        .expect("distribute");
+    // The API and the timers; two instances, so each deadline is contended.
+    let roles = |config: &mut deskhook::config::Config| {
+        config.roles = deskhook::config::Roles {
+            api: true,
+            workers: false,
+            timers: true,
+        };
+    };
+    let first = TestApp::spawn_on(db.clone(), roles).await;
+    let second = TestApp::spawn_on(db, roles).await;
+    let desk = crate::sla::Desk::new(&first).await;
+    desk.policy(json!([{"metric": "first_response", "priority": "urgent",
+                        "minutes": 0.05, "warn_before_minutes": 0.025}]))
+        .await;
+    let ticket = desk.ticket("Down", "urgent").await;
+    let ticket_id = ticket["id"].as_str().expect("id").to_owned();
+
+    let fired = |kind: &'static str| {
+        let pool = first.pool.clone();
+        let ticket_id = ticket_id.clone();
+        async move {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM event WHERE event_type = $1 AND ticket_key = $2",
+            )
+            .bind(kind)
+            .bind(ticket_id)
+            .fetch_one(&pool)
+            .await
+            .expect("events");
+            count
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fired("sla.breached").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sla.breached within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fired("sla.at_risk").await, 1, "one at-risk per deadline");
+    assert_eq!(fired("sla.breached").await, 1, "one breach per deadline");
+    second.stop().await;
+    first.stop().await;
+}

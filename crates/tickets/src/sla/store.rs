@@ -312,14 +312,13 @@ impl PolicyPlan {
 // Clocks
 // ---------------------------------------------------------------------------------------------
 
-const CLOCK_COLUMNS: &str = "id, workspace_id, ticket_id, metric, instance, policy_id, \
+const CLOCK_COLUMNS: &str = "id, ticket_id, metric, instance, policy_id, \
      policy_version, calendar_id, target_ms, warn_ms, business_hours, started_at, elapsed_ms, \
      running_since, due_at, at_risk_at, state, at_risk_emitted_at, breached_at, fulfilled_at";
 
 #[derive(sqlx::FromRow)]
 struct ClockRow {
     id: i64,
-    workspace_id: i64,
     ticket_id: i64,
     metric: String,
     instance: i32,
@@ -379,7 +378,7 @@ async fn save(
          target_ms = $7, warn_ms = $8, business_hours = $9, started_at = $10, elapsed_ms = $11, \
          running_since = $12, due_at = $13, at_risk_at = $14, state = $15, \
          at_risk_emitted_at = $16, breached_at = $17, fulfilled_at = $18, next_at = $19, \
-         updated_at = now() WHERE id = $20 RETURNING id"
+         updated_at = now() WHERE workspace_id = $1 AND id = $20 RETURNING id"
     } else {
         "INSERT INTO sla_clock (workspace_id, ticket_id, metric, instance, policy_id, \
          policy_version, calendar_id, target_ms, warn_ms, business_hours, started_at, \
@@ -847,22 +846,57 @@ fn dedupe_key(firing: Firing, ticket_key: i64, clock: &Clock) -> String {
     )
 }
 
-/// Claims up to `limit` clocks due at `now` (skipping those another transaction holds), moves
-/// each one on (at-risk latch, or breached), and records their events through `outbox` in the
-/// same transaction. Returns what was emitted (duplicates excluded).
+/// Fires up to `limit` clocks due at `now`, earliest first, one workspace per transaction
+/// ([`fire_due_in`]). Which workspaces have due clocks is read without locks; each
+/// workspace's clocks are then claimed, moved on and their events recorded on their own, so on
+/// Citus every statement but that read touches one shard. Returns what was emitted
+/// (duplicates excluded).
 pub async fn fire_due(
     pool: &PgPool,
     outbox: &dyn Outbox,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Fired, TicketError> {
+    let workspaces: Vec<i64> = sqlx::query_scalar(
+        "SELECT workspace_id FROM (SELECT workspace_id, next_at FROM sla_clock \
+                                   WHERE next_at <= $1 ORDER BY next_at LIMIT $2) due \
+         GROUP BY workspace_id ORDER BY min(next_at)",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut total = Fired::default();
+    for workspace_id in workspaces {
+        let left = limit - i64::try_from(total.claimed).unwrap_or(i64::MAX);
+        if left <= 0 {
+            break;
+        }
+        let fired = fire_due_in(pool, outbox, workspace_id, now, left).await?;
+        total.claimed += fired.claimed;
+        total.emitted.extend(fired.emitted);
+    }
+    Ok(total)
+}
+
+/// Claims up to `limit` of one workspace's clocks due at `now` (skipping those another
+/// transaction holds), moves each one on (at-risk latch, or breached), and records their
+/// events through `outbox` in the same transaction.
+async fn fire_due_in(
+    pool: &PgPool,
+    outbox: &dyn Outbox,
+    workspace_id: i64,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Fired, TicketError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<ClockRow> = sqlx::query_as(&format!(
-        "SELECT {CLOCK_COLUMNS} FROM sla_clock WHERE next_at <= $1 ORDER BY next_at \
-         LIMIT $2 FOR UPDATE SKIP LOCKED"
+        "SELECT {CLOCK_COLUMNS} FROM sla_clock WHERE workspace_id = $3 AND next_at <= $1 \
+         ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED"
     ))
     .bind(now)
     .bind(limit)
+    .bind(workspace_id)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -872,22 +906,23 @@ pub async fn fire_due(
     for row in &rows {
         let mut clock = row.clock();
         let firing = clock.fire(now);
-        save(&mut tx, row.workspace_id, row.ticket_id, &clock).await?;
+        save(&mut tx, workspace_id, row.ticket_id, &clock).await?;
         if let Some((firing, instant)) = firing {
-            fired.push((row.workspace_id, row.ticket_id, clock, firing, instant));
+            fired.push((row.ticket_id, clock, firing, instant));
         }
     }
-    let mut keys: Vec<i64> = fired.iter().map(|f| f.1).collect();
+    let mut keys: Vec<i64> = fired.iter().map(|f| f.0).collect();
     keys.sort_unstable();
     keys.dedup();
-    let rendered: HashMap<i64, Ticket> = tickets::fetch_many(&mut tx, None, &keys, now, false)
-        .await?
-        .into_iter()
-        .map(|t| (t.key, t))
-        .collect();
-    let mut by_workspace: BTreeMap<i64, Vec<OutboxEvent>> = BTreeMap::new();
+    let rendered: HashMap<i64, Ticket> =
+        tickets::fetch_many(&mut tx, Some(workspace_id), &keys, now, false)
+            .await?
+            .into_iter()
+            .map(|t| (t.key, t))
+            .collect();
+    let mut events = Vec::with_capacity(fired.len());
     let mut emitted = Vec::with_capacity(fired.len());
-    for (workspace_id, ticket_key, clock, firing, instant) in &fired {
+    for (ticket_key, clock, firing, instant) in &fired {
         let Some(ticket) = rendered.get(ticket_key) else {
             continue;
         };
@@ -903,27 +938,21 @@ pub async fn fire_due(
             },
         };
         let data = serde_json::to_string(&payload).map_err(serialisation_failed)?;
-        by_workspace
-            .entry(*workspace_id)
-            .or_default()
-            .push(OutboxEvent {
-                event_type: firing.event_type(),
-                ticket_id: Some(*ticket_key),
-                occurred_at: *instant,
-                data,
-                source: EventSource::Sla,
-                dedupe_key: Some(dedupe_key(*firing, *ticket_key, clock)),
-            });
+        events.push(OutboxEvent {
+            event_type: firing.event_type(),
+            ticket_id: Some(*ticket_key),
+            occurred_at: *instant,
+            data,
+            source: EventSource::Sla,
+            dedupe_key: Some(dedupe_key(*firing, *ticket_key, clock)),
+        });
         emitted.push(Emitted {
             firing: *firing,
             metric: clock.metric,
             instant: *instant,
         });
     }
-    let mut new = 0;
-    for (workspace_id, events) in &by_workspace {
-        new += outbox.record(&mut tx, *workspace_id, events).await?;
-    }
+    let new = outbox.record(&mut tx, workspace_id, &events).await?;
     tx.commit().await?;
     if new > 0 {
         outbox.committed();
@@ -1090,10 +1119,12 @@ impl Helpdesk<'_> {
         let mut conn = self.pool.acquire().await?;
         let plan = PolicyPlan::new(&mut conn, self.workspace_id, None, input).await?;
         let row: PolicyRow = sqlx::query_as(&format!(
+            // INSERT … SELECT: Citus plans no subquery inside an INSERT's VALUES.
             "INSERT INTO sla_policy (workspace_id, name, description, position, active, match, \
              calendar_id, targets, pause_statuses, settings) \
-             VALUES ($1, $2, $3, coalesce($4, (SELECT coalesce(max(position), 0) + 1 \
-               FROM sla_policy WHERE workspace_id = $1)), $5, $6, $7, $8, $9, $10) \
+             SELECT $1, $2, $3, coalesce($4, coalesce(max(position), 0) + 1), $5, $6, $7, $8, \
+                    $9, $10 \
+             FROM sla_policy WHERE workspace_id = $1 \
              RETURNING {POLICY_COLUMNS}"
         ))
         .bind(self.workspace_id)
