@@ -60,7 +60,12 @@ impl TestDatabase {
     /// every node and the workers added, but no migration applied (the caller migrates it the
     /// way the service does). `None` when the Citus extension is not installed here.
     pub async fn create_on_citus() -> Option<Self> {
+        // One preparation at a time: the first `CREATE EXTENSION citus` on a node turns TLS on
+        // there (a reload), and a coordinator adding that node at the same moment from another
+        // test's database can meet it half-way.
+        static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let cluster = citus_cluster()?;
+        let _one_at_a_time = PREPARING.lock().await;
         let coordinator = cluster.coordinator().connect_info();
         let name = format!("test_{}", random_suffix());
         let nodes = std::iter::once(coordinator)
@@ -94,11 +99,23 @@ impl TestDatabase {
             .await
             .expect("naming the coordinator");
         for worker in cluster.workers() {
-            sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
-                .bind(i32::from(worker.connect_info().port))
-                .execute(&mut conn)
-                .await
-                .expect("adding a worker");
+            // A node whose TLS was just turned on may refuse the first connection: try again.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let added = sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+                    .bind(i32::from(worker.connect_info().port))
+                    .execute(&mut conn)
+                    .await;
+                match added {
+                    Ok(_) => break,
+                    Err(error) if attempt < 5 => {
+                        eprintln!("adding a Citus worker failed ({error}); trying again");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(error) => panic!("adding a worker: {error}"),
+                }
+            }
         }
         conn.close().await.ok();
         // The service gets the URL as an operator would write it (TLS preferred), so it meets
