@@ -146,9 +146,9 @@ async fn ingest_on_the_distributed_schema_draws_ids_on_each_node_without_collisi
     app.stop().await;
 }
 
-/// A migrated and distributed database, and an instance on it serving the API alone: the
-/// claim does not run on distributed tables yet (docs/scaling.md).
-async fn distributed_api() -> Option<TestApp> {
+/// A fresh database on the cluster, migrated and distributed as `deskhook migrate
+/// --distribute` leaves it.
+async fn distributed_database() -> Option<TestDatabase> {
     let db = citus_database().await?;
     let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
     deskhook::database::migrate_url(&url)
@@ -157,16 +157,24 @@ async fn distributed_api() -> Option<TestApp> {
     deskhook::database::distribute_url(&url)
         .await
         .expect("distribute");
-    Some(
-        TestApp::spawn_on(db, |config| {
-            config.roles = deskhook::config::Roles {
-                api: true,
-                workers: false,
-                timers: false,
-            };
-        })
-        .await,
-    )
+    Some(db)
+}
+
+/// An instance on a distributed database running `roles`.
+async fn spawn_on_distributed(db: TestDatabase, roles: deskhook::config::Roles) -> TestApp {
+    TestApp::spawn_on(db, |config| config.roles = roles).await
+}
+
+/// A distributed database and an instance on it serving the API alone: the claim does not
+/// run on distributed tables yet (docs/scaling.md).
+async fn distributed_api() -> Option<TestApp> {
+    let db = distributed_database().await?;
+    let roles = deskhook::config::Roles {
+        api: true,
+        workers: false,
+        timers: false,
+    };
+    Some(spawn_on_distributed(db, roles).await)
 }
 
 #[tokio::test]
@@ -378,26 +386,17 @@ async fn retention_sweeps_the_distributed_schema() {
 
 #[tokio::test]
 async fn sla_timers_fire_once_per_deadline_on_the_distributed_schema() {
-    let Some(db) = citus_database().await else {
+    let Some(db) = distributed_database().await else {
         return;
     };
-    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
-    deskhook::database::migrate_url(&url)
-        .await
-        .expect("migrate");
-    deskhook::database::distribute_url(&url)
-        .await
-        .expect("distribute");
     // The API and the timers; two instances, so each deadline is contended.
-    let roles = |config: &mut deskhook::config::Config| {
-        config.roles = deskhook::config::Roles {
-            api: true,
-            workers: false,
-            timers: true,
-        };
+    let roles = deskhook::config::Roles {
+        api: true,
+        workers: false,
+        timers: true,
     };
-    let first = TestApp::spawn_on(db.clone(), roles).await;
-    let second = TestApp::spawn_on(db, roles).await;
+    let first = spawn_on_distributed(db.clone(), roles).await;
+    let second = spawn_on_distributed(db, roles).await;
     let desk = crate::sla::Desk::new(&first).await;
     desk.policy(json!([{"metric": "first_response", "priority": "urgent",
                         "minutes": 0.05, "warn_before_minutes": 0.025}]))
