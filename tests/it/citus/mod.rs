@@ -3,11 +3,14 @@
 //! Without the Citus extension these tests say so and pass, unless `DESKHOOK_REQUIRE_CITUS`
 //! is set (CI installs Citus and sets it, so there they always run).
 
+mod delivery;
+
 use std::time::Duration;
 
 use deskhook_testkit::TestDatabase;
 use reqwest::Method;
 use serde_json::json;
+use sqlx::Connection as _;
 
 use crate::{
     delivery::{Client, event},
@@ -432,4 +435,43 @@ async fn sla_timers_fire_once_per_deadline_on_the_distributed_schema() {
     assert_eq!(fired("sla.breached").await, 1, "one breach per deadline");
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test]
+async fn migrations_added_after_distributing_apply_on_the_cluster() {
+    // An operator upgrading a distributed deployment: the schema was distributed at an older
+    // release, then `deskhook migrate` applies what came since.
+    let Some(db) = citus_database().await else {
+        return;
+    };
+    let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
+    let first_after = 20_261_205_000_000;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let older = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            deskhook::database::MIGRATOR
+                .iter()
+                .filter(|m| m.version < first_after)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    older.run(&mut conn).await.expect("older migrations");
+    deskhook::database::distribute_url(&url)
+        .await
+        .expect("distribute");
+    deskhook::database::migrate_url(&url)
+        .await
+        .expect("the later migrations apply on the distributed schema");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes \
+         WHERE tablename = 'delivery' AND indexname LIKE 'delivery_ready%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("indexes");
+    assert_eq!(indexes, ["delivery_ready", "delivery_ready_lane"]);
 }
