@@ -201,3 +201,23 @@ async fn is_placed(
     .fetch_one(conn)
     .await
 }
+
+/// Whether the queue's tables are distributed (Citus): the dispatcher then claims one
+/// workspace at a time, each statement on the workspace's shard. Read once when an instance
+/// starts, so instances are restarted after `deskhook migrate --distribute`.
+pub async fn queue_is_distributed(pool: &sqlx::PgPool) -> bool {
+    let distributed = sqlx::query_scalar::<_, bool>(
+        "SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false);
+    distributed
+        && sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition \
+                            WHERE logicalrelid = 'delivery'::regclass)",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap_or(false)
+}

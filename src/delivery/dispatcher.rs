@@ -247,9 +247,12 @@ struct LoopState {
     pending_since: Option<Instant>,
     /// Claimable work may exist (a wake-up, a full batch, a tick).
     hint: bool,
-    /// The fair claim's cursor (an endpoint id) and the lane claim's (a lane).
-    fair_cursor: i64,
+    /// The fair claim's cursor (an endpoint) and the lane claim's (a lane).
+    fair_cursor: claim::EndpointCursor,
     lane_cursor: claim::LaneCursor,
+    /// On a distributed schema (Citus), the workspaces with claimable work, each taking its
+    /// turn; `None` on plain PostgreSQL, where one turn claims across workspaces.
+    rotation: Option<VecDeque<WorkspaceTurn>>,
     /// Whether `per_ticket` lanes have ready rows (from the last tick).
     lanes: bool,
     /// When to tick next.
@@ -259,6 +262,29 @@ struct LoopState {
     /// After a failed turn, none before this.
     backoff_until: Option<Instant>,
     backoff: Duration,
+}
+
+/// A workspace waiting for its turn on a distributed schema, and where its walks go on.
+#[derive(Debug, Clone, Copy)]
+struct WorkspaceTurn {
+    workspace_id: i64,
+    /// Whether to claim its `per_ticket` lanes too.
+    lanes: bool,
+    /// The endpoint its next fair walk starts after.
+    after: i64,
+    /// The lane its next lane walk starts after.
+    lane_after: (i64, i64),
+}
+
+impl WorkspaceTurn {
+    fn new(workspace_id: i64, lanes: bool) -> Self {
+        Self {
+            workspace_id,
+            lanes,
+            after: i64::MIN,
+            lane_after: (i64::MIN, i64::MIN),
+        }
+    }
 }
 
 impl LoopState {
@@ -318,6 +344,10 @@ impl Dispatcher {
 
     /// Runs until `shutdown`, then drains.
     pub async fn run(self, shutdown: CancellationToken) {
+        let distributed = crate::database::citus::queue_is_distributed(&self.pool).await;
+        if distributed {
+            tracing::info!("the queue is distributed (Citus): claiming one workspace at a time");
+        }
         let this = Arc::new(self);
         let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
         let listener = tokio::spawn(this.clone().listen(shutdown.clone()));
@@ -327,8 +357,9 @@ impl Dispatcher {
             pending: Vec::new(),
             pending_since: None,
             hint: true,
-            fair_cursor: i64::MIN,
+            fair_cursor: claim::FIRST_ENDPOINT,
             lane_cursor: claim::FIRST_LANE,
+            rotation: distributed.then(VecDeque::new),
             lanes: false,
             next_tick: now,
             last_turn: now.checked_sub(COALESCE).unwrap_or(now),
@@ -352,7 +383,12 @@ impl Dispatcher {
                 !stopping && state.hint && free > 0 && now >= state.last_turn + COALESCE;
             if !backing_off && (claim_now || state.settle_due(now, stopping)) {
                 let wanted = if stopping { 0 } else { free };
-                this.turn(&mut state, &slots, wanted, &outcomes_tx).await;
+                if state.rotation.is_some() {
+                    this.turn_in_workspace(&mut state, &slots, wanted, stopping, &outcomes_tx)
+                        .await;
+                } else {
+                    this.turn(&mut state, &slots, wanted, &outcomes_tx).await;
+                }
                 continue;
             }
             let idle = slots.available_permits() == this.config.concurrency;
@@ -388,7 +424,11 @@ impl Dispatcher {
         }
 
         if !state.pending.is_empty() {
-            let _ = cycle::settle(&this.pool, &state.pending).await;
+            let _ = if state.rotation.is_some() {
+                cycle::settle_by_workspace(&this.pool, &state.pending).await
+            } else {
+                cycle::settle(&this.pool, &state.pending).await
+            };
         }
         if slots.available_permits() < this.config.concurrency {
             tracing::warn!(
@@ -404,6 +444,10 @@ impl Dispatcher {
         state.next_tick = Instant::now() + POLL_INTERVAL.mul_f64(jitter);
         // The poll is also the fallback for a missed wake-up.
         state.hint = true;
+        if state.rotation.is_some() {
+            self.discover(state).await;
+            return;
+        }
         match claim::tick(&self.pool).await {
             Ok(tick) => {
                 state.lanes = tick.lanes;
@@ -412,6 +456,163 @@ impl Dispatcher {
                 }
             }
             Err(error) => tracing::debug!(error = %error, "queue tick failed; retrying"),
+        }
+    }
+
+    /// The distributed tick: promotes due retries workspace by workspace and adds the
+    /// workspaces with claimable work to the rotation.
+    async fn discover(&self, state: &mut LoopState) {
+        match claim::discover(&self.pool).await {
+            Ok((tick, ready)) => {
+                let rotation = state.rotation.get_or_insert_with(VecDeque::new);
+                for found in ready {
+                    match rotation
+                        .iter_mut()
+                        .find(|turn| turn.workspace_id == found.workspace_id)
+                    {
+                        Some(turn) => turn.lanes |= found.lanes,
+                        None => {
+                            rotation.push_back(WorkspaceTurn::new(found.workspace_id, found.lanes));
+                        }
+                    }
+                }
+                if let Some(at) = tick.next_at {
+                    state.wake_at(instant_of(at));
+                }
+            }
+            Err(error) => tracing::debug!(error = %error, "queue discovery failed; retrying"),
+        }
+    }
+
+    /// One turn on a distributed schema: one workspace's settlements and claim, on its shard.
+    /// The workspace whose settlements are due goes first, else the next in the rotation;
+    /// a workspace whose claim was full (or whose walk stopped midway) goes to the back, so
+    /// workspaces on every shard take turns.
+    async fn turn_in_workspace(
+        self: &Arc<Self>,
+        state: &mut LoopState,
+        slots: &Arc<Semaphore>,
+        wanted: usize,
+        stopping: bool,
+        outcomes: &mpsc::UnboundedSender<Settlement>,
+    ) {
+        state.last_turn = Instant::now();
+        let settling = state.settle_due(Instant::now(), stopping);
+        let from_rotation =
+            |state: &mut LoopState| state.rotation.as_mut().and_then(VecDeque::pop_front);
+        let mut next = if settling {
+            let workspace_id = state.pending[0].workspace_id;
+            let rotation = state.rotation.get_or_insert_with(VecDeque::new);
+            let waiting = rotation.iter().position(|t| t.workspace_id == workspace_id);
+            Some(
+                waiting
+                    .and_then(|at| rotation.remove(at))
+                    .unwrap_or_else(|| WorkspaceTurn::new(workspace_id, true)),
+            )
+        } else {
+            from_rotation(state)
+        };
+        if next.is_none() && wanted > 0 {
+            self.discover(state).await;
+            next = from_rotation(state);
+        }
+        let Some(mut next) = next else {
+            state.hint = false;
+            return;
+        };
+        let workspace_id = next.workspace_id;
+        let mut permits = acquire(slots, wanted);
+        let wanted = permits.len();
+        let lease = self.lease_seconds();
+        let (mut batch, others): (Vec<Settlement>, Vec<Settlement>) =
+            std::mem::take(&mut state.pending)
+                .into_iter()
+                .partition(|s| s.workspace_id == workspace_id);
+        state.pending = others;
+        if batch.len() > SETTLE_BATCH {
+            state.pending.extend(batch.split_off(SETTLE_BATCH));
+        }
+
+        let mut claimed = Vec::new();
+        let mut more_lanes = false;
+        if next.lanes && wanted > 0 {
+            let lanes = claim::claim_lanes_in(
+                &self.pool,
+                workspace_id,
+                wanted,
+                lease,
+                next.lane_after,
+                self.id,
+            )
+            .await;
+            match lanes {
+                Ok((rows, lane_after)) => {
+                    more_lanes = lane_after.is_some() || rows.len() >= wanted;
+                    next.lane_after = lane_after.unwrap_or((i64::MIN, i64::MIN));
+                    claimed = rows;
+                }
+                Err(error) => tracing::warn!(error = %error, "claiming lane heads failed"),
+            }
+        }
+        let fair_wanted = wanted - claimed.len();
+        let result = cycle::turn_in(
+            &self.pool,
+            workspace_id,
+            &batch,
+            fair_wanted,
+            lease,
+            next.after,
+            self.id,
+        )
+        .await;
+        let rotation = state.rotation.get_or_insert_with(VecDeque::new);
+        let (turn, after) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                rotation.push_front(next);
+                state.pending.extend(batch);
+                self.turn_failed(&error, state, lease);
+                if !claimed.is_empty() {
+                    self.start_attempts(claimed, &mut permits, outcomes, state)
+                        .await;
+                }
+                return;
+            }
+        };
+        let got = turn.claimed.len();
+        next.after = after.unwrap_or(i64::MIN);
+        if (got >= fair_wanted && fair_wanted > 0) || after.is_some() || more_lanes {
+            rotation.push_back(next);
+        }
+        state.hint = !rotation.is_empty();
+        state.backoff = Duration::from_millis(50);
+        state.backoff_until = None;
+        state.pending_since = (!state.pending.is_empty()).then(Instant::now);
+        self.record_settled(&turn.settled, &batch, state);
+        claimed.extend(turn.claimed);
+        if !claimed.is_empty() {
+            self.start_attempts(claimed, &mut permits, outcomes, state)
+                .await;
+        }
+    }
+
+    /// After a failed turn: back off, and give up outcomes older than a lease.
+    fn turn_failed(&self, error: &sqlx::Error, state: &mut LoopState, lease: f64) {
+        tracing::warn!(error = %error, "a dispatcher turn failed; retrying");
+        state.backoff_until = Some(Instant::now() + state.backoff);
+        state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+        // Outcomes older than a lease are fenced by now: their deliveries are rescued
+        // and attempted again (at least once, never lost).
+        let too_old = Duration::from_secs_f64(lease);
+        if state
+            .pending_since
+            .is_some_and(|since| since.elapsed() > too_old)
+        {
+            tracing::error!(
+                count = state.pending.len(),
+                "settling deliveries failed for longer than a lease; they will be attempted again"
+            );
+            state.pending.clear();
         }
     }
 
@@ -424,13 +625,7 @@ impl Dispatcher {
         outcomes: &mpsc::UnboundedSender<Settlement>,
     ) {
         state.last_turn = Instant::now();
-        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(wanted);
-        while permits.len() < wanted {
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
+        let mut permits = acquire(slots, wanted);
         let wanted = permits.len();
         let batch_len = state.pending.len().min(SETTLE_BATCH);
         let lease = self.lease_seconds();
@@ -443,7 +638,9 @@ impl Dispatcher {
                         claim::FIRST_LANE
                     } else {
                         rows.iter()
-                            .filter_map(|c| c.order_key.map(|key| (key, c.endpoint_id)))
+                            .filter_map(|c| {
+                                c.order_key.map(|key| (c.workspace_id, key, c.endpoint_id))
+                            })
                             .max()
                             .unwrap_or(claim::FIRST_LANE)
                     };
@@ -465,22 +662,7 @@ impl Dispatcher {
         let turn = match result {
             Ok(turn) => turn,
             Err(error) => {
-                tracing::warn!(error = %error, "a dispatcher turn failed; retrying");
-                state.backoff_until = Some(Instant::now() + state.backoff);
-                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
-                // Outcomes older than a lease are fenced by now: their deliveries are rescued
-                // and attempted again (at least once, never lost).
-                let too_old = Duration::from_secs_f64(lease);
-                if state
-                    .pending_since
-                    .is_some_and(|since| since.elapsed() > too_old)
-                {
-                    tracing::error!(
-                        count = state.pending.len(),
-                        "settling deliveries failed for longer than a lease; they will be attempted again"
-                    );
-                    state.pending.clear();
-                }
+                self.turn_failed(&error, state, lease);
                 if !claimed.is_empty() {
                     self.start_attempts(claimed, &mut permits, outcomes, state)
                         .await;
@@ -503,15 +685,15 @@ impl Dispatcher {
         // A full batch: more may be waiting. A partial one from mid-walk: the endpoints
         // before the cursor have not been visited yet.
         state.hint = got >= fair_wanted && fair_wanted > 0
-            || (got < fair_wanted && state.fair_cursor != i64::MIN);
+            || (got < fair_wanted && state.fair_cursor != claim::FIRST_ENDPOINT);
         state.fair_cursor = if got < fair_wanted {
-            i64::MIN
+            claim::FIRST_ENDPOINT
         } else {
             turn.claimed
                 .iter()
-                .map(|c| c.endpoint_id)
+                .map(|c| (c.workspace_id, c.endpoint_id))
                 .max()
-                .unwrap_or(i64::MIN)
+                .unwrap_or(claim::FIRST_ENDPOINT)
         };
         claimed.extend(turn.claimed);
         if !claimed.is_empty() {
@@ -671,10 +853,15 @@ impl Dispatcher {
         if waiting.is_empty() {
             return;
         }
-        let ids: Vec<i64> = waiting.iter().map(|job| job.delivery.id).collect();
-        let leases: Vec<i64> = waiting.iter().map(|job| job.delivery.lease_id).collect();
-        if let Err(error) = claim::release(&self.pool, &ids, &leases).await {
-            tracing::warn!(error = %error, count = ids.len(), "giving back unsent deliveries failed; their leases will expire and they will be attempted then");
+        let rows: Vec<(i64, i64, i64)> = waiting
+            .iter()
+            .map(|job| {
+                let delivery = &job.delivery;
+                (delivery.workspace_id, delivery.id, delivery.lease_id)
+            })
+            .collect();
+        if let Err(error) = claim::release(&self.pool, &rows).await {
+            tracing::warn!(error = %error, count = rows.len(), "giving back unsent deliveries failed; their leases will expire and they will be attempted then");
         }
     }
 
@@ -689,7 +876,7 @@ impl Dispatcher {
                         let lookup = target.clone().map_or(Lookup::Gone, Lookup::Found);
                         found.insert(delivery.endpoint_id, lookup);
                     }
-                    _ => missing.push(delivery.endpoint_id),
+                    _ => missing.push((delivery.workspace_id, delivery.endpoint_id)),
                 }
             }
         }
@@ -699,7 +886,7 @@ impl Dispatcher {
             match webhooks::targets(&self.pool, &self.secret_box, &missing).await {
                 Ok(mut loaded) => {
                     let mut cache = self.targets.entries.lock().expect("target cache");
-                    for key in missing {
+                    for (_, key) in missing {
                         match loaded.remove(&key) {
                             // Not cached: the next claim tries again (a key may be added).
                             Some(Err(error)) => {
@@ -716,7 +903,7 @@ impl Dispatcher {
                 }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot load endpoint settings; deliveries wait");
-                    for key in missing {
+                    for (_, key) in missing {
                         found.insert(key, Lookup::Unavailable(error.to_string()));
                     }
                 }
@@ -945,6 +1132,18 @@ fn request_headers(
 }
 
 /// The monotonic instant of a wall-clock time (now, if it has passed).
+/// Up to `wanted` worker slots, as many as are free.
+fn acquire(slots: &Arc<Semaphore>, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+    let mut permits = Vec::with_capacity(wanted);
+    while permits.len() < wanted {
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
 fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
     Instant::now() + (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
 }
@@ -967,12 +1166,18 @@ pub async fn run_lease_reaper(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let distributed = crate::database::citus::queue_is_distributed(&pool).await;
     loop {
         sleep_or_cancel(&shutdown, Duration::from_secs(2)).await;
         if shutdown.is_cancelled() {
             return;
         }
-        match claim::rescue_expired(&pool).await {
+        let rescued = if distributed {
+            claim::rescue_expired_by_workspace(&pool).await
+        } else {
+            claim::rescue_expired(&pool).await
+        };
+        match rescued {
             Ok(0) => {}
             Ok(rescued) => {
                 metrics.delivery_leases_rescued_total.inc_by(rescued);

@@ -118,19 +118,6 @@ ended_moved AS (
     };
 }
 
-/// The rate limit's burst credit in seconds: none up to 50/s, so an endpoint set to N/s never
-/// gets more than N requests in any second; 20 ms' worth above, so a fast limit is not bounded
-/// by how often claims run.
-macro_rules! credit {
-    ($rate:expr) => {
-        concat!(
-            "make_interval(secs => CASE WHEN ",
-            $rate,
-            " > 50 THEN 0.02 ELSE 0 END)"
-        )
-    };
-}
-
 /// How many rows of an endpoint one dispatcher may hold leased per `max_in_flight` while no
 /// other dispatcher holds any: the ones beyond the cap wait in that dispatcher, which sends
 /// at most `max_in_flight` at once, so the next request starts the moment a response is read
@@ -163,16 +150,34 @@ pub fn slot_interval(rate: i32) -> Duration {
     Duration::from_secs_f64(SLOT_SPACING / f64::from(rate.max(1)))
 }
 
+/// The first slot a claim may use: the endpoint's next slot, or now less the burst credit
+/// (none up to 50/s, so an endpoint set to N/s never gets more than N requests in any
+/// second; 20 ms' worth above, so a fast limit is not bounded by how often claims run); now
+/// when it never had one. No `CASE` or `coalesce` holds `now()` (Citus refuses that in a
+/// statement that writes), and `greatest` skips the NULL slot.
+macro_rules! first_slot {
+    ($rate:expr, $slot:expr) => {
+        concat!(
+            "greatest(",
+            $slot,
+            ", now() - make_interval(secs => CASE WHEN ",
+            $slot,
+            " IS NOT NULL AND ",
+            $rate,
+            " > 50 THEN 0.02 ELSE 0 END))"
+        )
+    };
+}
+
 /// How many requests the rate limit allows now: one per slot (`slot_spacing!` / `rate`
-/// seconds) since the slot `next_send_at`, at least one when the slot is open.
+/// seconds) since the first slot, at least one when the slot is open; NULL without a limit
+/// (so `least` skips it).
 macro_rules! rate_slots {
     ($rate:expr, $slot:expr) => {
         concat!(
-            "floor(extract(epoch FROM now() - greatest(coalesce(",
-            $slot,
-            ", now()), now() - ",
-            credit!($rate),
-            ")) * ",
+            "floor(extract(epoch FROM now() - ",
+            first_slot!($rate, $slot),
+            ") * ",
             $rate,
             " / ",
             slot_spacing!(),
@@ -181,15 +186,13 @@ macro_rules! rate_slots {
     };
 }
 
-/// The slot after `n` more requests.
+/// The slot after `n` more requests from the first slot `first` (`first_slot!`, computed
+/// before the `UPDATE`); NULL without a limit.
 macro_rules! next_slot {
-    ($rate:expr, $slot:expr, $n:expr) => {
+    ($rate:expr, $first:expr, $n:expr) => {
         concat!(
-            "greatest(coalesce(",
-            $slot,
-            ", now()), now() - ",
-            credit!($rate),
-            ") + make_interval(secs => ",
+            $first,
+            " + make_interval(secs => ",
             $n,
             "::float8 * ",
             slot_spacing!(),
@@ -200,12 +203,100 @@ macro_rules! next_slot {
     };
 }
 
-/// The fair claim's CTEs, to follow the settle's in one statement (`queue::cycle`). They read
-/// `settled(id, endpoint_id, attempt)` and `endpoints(id, enabled, ...)` from the settle (the
-/// attempts it settles free room in the same statement) and bind `$12` (rows wanted), `$13`
-/// (lease seconds), `$14` (the cursor: the walk starts after this endpoint id) and `$15` (the
-/// claiming dispatcher's id, which may lease ahead: `lease_ahead!`). They end
-/// in `claimed`, `per_endpoint` and `room`.
+/// The walk over endpoints with ready unordered rows: one index probe per endpoint, starting
+/// after the cursor `($19, $14)` (a workspace and an endpoint id). It is recursive, and Citus
+/// runs a recursive CTE only alone in a statement that names one workspace, so the
+/// distributed claim runs it as a statement of its own ([`walk_in`]).
+macro_rules! endpoint_walk {
+    () => {
+        r"
+lane AS (
+  (SELECT workspace_id, endpoint_id FROM delivery d
+    WHERE state = 0 AND order_key IS NULL AND (workspace_id, endpoint_id) > ($19, $14) AND $12 > 0
+    /*ws d*/
+    ORDER BY workspace_id, endpoint_id LIMIT 1)
+  UNION ALL
+  SELECT nxt.workspace_id, nxt.endpoint_id FROM lane
+  CROSS JOIN LATERAL (
+    SELECT d.workspace_id, d.endpoint_id FROM delivery d
+    WHERE d.state = 0 AND d.order_key IS NULL
+      AND (d.workspace_id, d.endpoint_id) > (lane.workspace_id, lane.endpoint_id) /*ws d*/
+    ORDER BY d.workspace_id, d.endpoint_id LIMIT 1) nxt
+),"
+    };
+}
+
+/// Where the fair claim's walk starts: after this `(workspace_id, endpoint_id)`.
+pub type EndpointCursor = (i64, i64);
+
+/// The cursor that starts the fair claim's walk from the first endpoint.
+pub const FIRST_ENDPOINT: EndpointCursor = (i64::MIN, i64::MIN);
+
+/// The walk when it is given: workspace `$18`'s endpoints `$19` from [`walk_in`].
+pub(crate) const GIVEN_WALK: &str = "
+lane AS (SELECT $18::bigint AS workspace_id, unnest($19::bigint[]) AS endpoint_id),";
+
+/// The walk over endpoints, after the cursor `($19, $14)`, for `queue::cycle`.
+pub(crate) const ENDPOINT_WALK: &str = endpoint_walk!();
+
+/// The distributed claim's walk, a statement of its own: up to [`WALK`] endpoints of
+/// `workspace_id` with ready unordered rows, after endpoint `after`, in id order.
+pub async fn walk_in(
+    pool: &PgPool,
+    workspace_id: i64,
+    after: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let statement = STATEMENT.get_or_init(|| {
+        let walk = endpoint_walk!()
+            .replace("($19, $14)", "($1, $2)")
+            .replace("$12 > 0", "true")
+            .trim_end_matches(',')
+            .to_owned();
+        confined(
+            &format!("WITH RECURSIVE{walk}\nSELECT endpoint_id FROM lane LIMIT {WALK}"),
+            "$1",
+            "$3",
+        )
+    });
+    sqlx::query_scalar(statement)
+        .bind(workspace_id)
+        .bind(after)
+        .bind(Utc::now())
+        .fetch_all(pool)
+        .await
+}
+
+/// Confines a queue statement to the workspace bound as `param`: every `/*ws alias*/` marker
+/// becomes `AND alias.workspace_id = <param>`, and `now()` becomes the parameter `now`
+/// (Citus evaluates no `now()` inside a `CASE` or `coalesce` of a statement that writes, so
+/// the instance binds the time). On plain PostgreSQL the markers stay comments (the
+/// joins already pair the workspace); on Citus the explicit filter on each table is what makes
+/// the statement run whole on the one shard that holds the workspace.
+pub(crate) fn confined(sql: &str, param: &str, now: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 256);
+    let mut rest = sql;
+    while let Some(at) = rest.find("/*ws ") {
+        out.push_str(&rest[..at]);
+        let marker = &rest[at + 5..];
+        let close = marker.find("*/").expect("a closed /*ws*/ marker");
+        out.push_str("AND ");
+        out.push_str(marker[..close].trim());
+        out.push_str(".workspace_id = ");
+        out.push_str(param);
+        rest = &marker[close + 2..];
+    }
+    out.push_str(rest);
+    out.replace("now()", &format!("{now}::timestamptz"))
+}
+
+/// The fair claim's CTEs after the walk (`endpoint_walk!` or [`GIVEN_WALK`]), to follow the
+/// settle's in one statement (`queue::cycle`). They read `settled(id, endpoint_id, attempt)`
+/// and `endpoints(id, enabled, ...)` from the settle (the attempts it settles free room in
+/// the same statement) and bind `$12` (rows wanted), `$13` (lease seconds) and `$15` (the
+/// claiming dispatcher's id, which may lease ahead: `lease_ahead!`). They end in `claimed`,
+/// `per_endpoint` and `room`. Every statement pairs the workspace on each join, and Citus
+/// evaluates no function in an `UPDATE`'s `SET`, so times and the lease are computed first.
 pub(crate) const FAIR_CTES: &str = concat!(
     r"
 freed AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM settled GROUP BY endpoint_id),
@@ -213,22 +304,11 @@ busy AS MATERIALIZED (
   SELECT i.endpoint_id, i.n - coalesce(f.n, 0) AS n, i.others
   FROM (SELECT endpoint_id, count(*) AS n,
                count(*) FILTER (WHERE leased_by IS DISTINCT FROM $15) AS others
-        FROM delivery WHERE state = 1 GROUP BY endpoint_id) i
+        FROM delivery b WHERE state = 1 /*ws b*/ GROUP BY endpoint_id) i
   LEFT JOIN freed f ON f.endpoint_id = i.endpoint_id
 ),
-lane AS (
-  (SELECT endpoint_id FROM delivery
-    WHERE state = 0 AND order_key IS NULL AND endpoint_id > $14 AND $12 > 0
-    ORDER BY endpoint_id LIMIT 1)
-  UNION ALL
-  SELECT nxt.endpoint_id FROM lane
-  CROSS JOIN LATERAL (
-    SELECT d.endpoint_id FROM delivery d
-    WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id > lane.endpoint_id
-    ORDER BY d.endpoint_id LIMIT 1) nxt
-),
 walk AS MATERIALIZED (
-  SELECT l.endpoint_id, ep.workspace_id,
+  SELECT l.endpoint_id, l.workspace_id,
          coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
            AND NOT EXISTS (SELECT 1 FROM endpoints x WHERE x.id = l.endpoint_id AND NOT x.enabled)
            AS live,
@@ -236,8 +316,10 @@ walk AS MATERIALIZED (
          lim.leasable - coalesce(b.n, 0) AS room,
          ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at
   FROM lane l
-  LEFT JOIN endpoint ep ON ep.id = l.endpoint_id
-  LEFT JOIN endpoint_queue q ON q.endpoint_id = l.endpoint_id
+  LEFT JOIN endpoint ep
+    ON ep.id = l.endpoint_id AND ep.workspace_id = l.workspace_id /*ws ep*/
+  LEFT JOIN endpoint_queue q
+    ON q.endpoint_id = l.endpoint_id AND q.workspace_id = l.workspace_id /*ws q*/
   LEFT JOIN busy b ON b.endpoint_id = l.endpoint_id
   -- Lease ahead only while no other dispatcher holds a row of the endpoint, and never for a
   -- rate-limited one (its sends must go out when their slot was claimed).
@@ -252,74 +334,95 @@ walk AS MATERIALIZED (
          AND (q.next_send_at IS NULL OR q.next_send_at <= now()))
   LIMIT 256 -- endpoints with room per claim; the cursor carries the walk on
 ),
-registered AS (
-  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
-  SELECT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
-  ON CONFLICT DO NOTHING
-),
 locked AS MATERIALIZED (
   SELECT q.endpoint_id, q.claim_seq FROM endpoint_queue q
   WHERE q.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM walk WHERE live AND seen IS NOT NULL))
+    /*ws q*/
   ORDER BY q.endpoint_id
   FOR UPDATE SKIP LOCKED
 ),
 room AS MATERIALIZED (
-  SELECT w.endpoint_id, w.rate, w.next_send_at, w.room,
-         least(w.room,
-               CASE WHEN w.rate IS NULL THEN w.room ELSE ",
+  SELECT w.endpoint_id, w.workspace_id, w.rate, w.room,
+         -- The first slot this claim may use.
+         ",
+    first_slot!("w.rate", "w.next_send_at"),
+    r" AS slot,
+         least(w.room, ",
     rate_slots!("w.rate", "w.next_send_at"),
-    r" END,
-               $12 / count(*) OVER () + 1) AS take
+    r", $12 / count(*) OVER () + 1) AS take
   FROM walk w JOIN locked k ON k.endpoint_id = w.endpoint_id AND k.claim_seq = w.seen
   WHERE w.live
 ),
 picked AS MATERIALIZED (
-  SELECT r.endpoint_id, p.id, p.priority, p.run_at
+  SELECT r.endpoint_id, p.id, p.workspace_id, p.priority, p.run_at
   FROM room r
   CROSS JOIN LATERAL (
-    SELECT d.id, d.priority, d.run_at FROM delivery d
-    WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id = r.endpoint_id
+    SELECT d.id, d.workspace_id, d.priority, d.run_at FROM delivery d
+    WHERE d.state = 0 AND d.order_key IS NULL AND d.workspace_id = r.workspace_id
+      AND d.endpoint_id = r.endpoint_id /*ws d*/
     ORDER BY d.priority, d.run_at, d.id
     LIMIT greatest(r.take, 0)
     FOR UPDATE SKIP LOCKED) p
 ),
 chosen AS (
-  SELECT id FROM (
-    SELECT id, priority, run_at,
+  SELECT id, workspace_id FROM (
+    SELECT id, workspace_id, priority, run_at,
            row_number() OVER (PARTITION BY endpoint_id ORDER BY priority, run_at, id) AS rn
     FROM picked) x
   ORDER BY rn, priority, run_at, id
   LIMIT $12
 ),
+lease AS MATERIALIZED (SELECT $21::bigint AS id, now() + make_interval(secs => $13) AS until),
 claimed AS (
   UPDATE delivery d
-  SET state = 1, attempt = d.attempt + 1,
-      lease_until = now() + make_interval(secs => $13),
-      lease_id = nextval('delivery_lease_seq'), leased_by = $15
-  FROM chosen WHERE d.id = chosen.id
-  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
+  SET state = 1, attempt = d.attempt + 1, lease_until = k.until, lease_id = k.id,
+      leased_by = $15
+  FROM chosen CROSS JOIN lease k
+  WHERE d.id = chosen.id AND d.workspace_id = chosen.workspace_id /*ws d*/
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base,
+            d.lease_id, d.order_key
 ),
 per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
-paced AS (
-  UPDATE endpoint_queue q
-  SET claim_seq = q.claim_seq + 1,
-      next_send_at = CASE WHEN r.rate IS NULL THEN NULL ELSE ",
-    next_slot!("r.rate", "r.next_send_at", "c.n"),
-    r" END
+pace AS MATERIALIZED (
+  SELECT c.endpoint_id, r.workspace_id, ",
+    next_slot!("r.rate", "r.slot", "c.n"),
+    r" AS next
   FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
-  WHERE q.endpoint_id = c.endpoint_id
+),
+paced AS (
+  UPDATE endpoint_queue q SET claim_seq = q.claim_seq + 1, next_send_at = p.next
+  FROM pace p
+  WHERE q.endpoint_id = p.endpoint_id AND q.workspace_id = p.workspace_id /*ws q*/
 ),
 tidy AS MATERIALIZED (
-  SELECT x.id, w.gone FROM walk w
+  SELECT x.id, x.workspace_id, w.gone FROM walk w
   CROSS JOIN LATERAL (
-    SELECT d.id FROM delivery d
-    WHERE d.state = 0 AND d.order_key IS NULL AND d.endpoint_id = w.endpoint_id
+    SELECT d.id, d.workspace_id FROM delivery d
+    WHERE d.state = 0 AND d.order_key IS NULL AND d.workspace_id = w.workspace_id
+      AND d.endpoint_id = w.endpoint_id /*ws d*/
     LIMIT 1000 FOR UPDATE SKIP LOCKED) x
   WHERE NOT w.live
 ),
-parked AS (UPDATE delivery d SET state = 3 FROM tidy t WHERE d.id = t.id AND NOT t.gone),
+",
+);
+
+/// What the fair claim writes besides the claim on plain PostgreSQL: registers endpoints
+/// without an `endpoint_queue` row (rows written by hand; the API registers every endpoint it
+/// creates), parks the ready rows of disabled endpoints and ends those of deleted ones.
+pub(crate) const FAIR_WRITES: &str = concat!(
+    "
+registered AS (
+  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
+  SELECT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
+  ON CONFLICT DO NOTHING
+),
+parked AS (
+  UPDATE delivery d SET state = 3 FROM tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id AND NOT t.gone /*ws d*/
+),
 ended AS (
-  DELETE FROM delivery d USING tidy t WHERE d.id = t.id AND t.gone
+  DELETE FROM delivery d USING tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id AND t.gone /*ws d*/
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
             d.last_attempt_at, d.last_status_code, d.created_at
 ),
@@ -327,145 +430,223 @@ ended AS (
     ended_ctes!()
 );
 
+/// [`FAIR_WRITES`] in a statement of one workspace on Citus, where an `INSERT` in a CTE would
+/// split the statement: the ready rows of disabled and deleted endpoints are parked (a delete
+/// through the API has ended its endpoint's rows already).
+pub(crate) const CONFINED_FAIR_WRITES: &str = "
+parked AS (
+  UPDATE delivery d SET state = 3 FROM tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id /*ws d*/
+)
+";
+
 /// The columns every claim returns for a claimed row (joined with its event), from
 /// `claimed c`, `per_endpoint p` and `room r`.
 pub(crate) const CLAIMED_COLUMNS: &str = "c.id, c.endpoint_id, c.event_id, c.attempt, \
     c.attempt_base, c.lease_id, e.workspace_id, e.event_type, e.occurred_at, \
     e.created_at AS accepted_at, e.data, (p.n >= r.room) AS capped, c.order_key";
 
+/// The walk over the heads of `per_ticket` lanes with ready rows, after the cursor
+/// `($7, $3, $5)` (workspace, `order_key`, endpoint). Like `endpoint_walk!`, the distributed
+/// claim runs it as a statement of its own.
+macro_rules! lane_walk {
+    () => {
+        r"
+head AS (
+  (SELECT workspace_id, order_key, id, endpoint_id FROM delivery d
+    WHERE state = 0 AND order_key IS NOT NULL
+      AND (workspace_id, order_key, endpoint_id) > ($7, $3, $5) AND $1 > 0 /*ws d*/
+    ORDER BY workspace_id, order_key, endpoint_id, id LIMIT 1)
+  UNION ALL
+  SELECT n.workspace_id, n.order_key, n.id, n.endpoint_id FROM head h
+  CROSS JOIN LATERAL (
+    SELECT d.workspace_id, d.order_key, d.id, d.endpoint_id FROM delivery d
+    WHERE d.state = 0 AND d.order_key IS NOT NULL
+      AND (d.workspace_id, d.order_key, d.endpoint_id)
+          > (h.workspace_id, h.order_key, h.endpoint_id) /*ws d*/
+    ORDER BY d.workspace_id, d.order_key, d.endpoint_id, d.id LIMIT 1) n
+),"
+    };
+}
+
+/// The lane heads when given: one workspace's, from the statement before.
+const GIVEN_HEADS: &str = "
+head AS (
+  SELECT $6::bigint AS workspace_id, unnest($8::bigint[]) AS order_key,
+         unnest($9::bigint[]) AS id, unnest($10::bigint[]) AS endpoint_id
+),";
+
+/// The lane claim after its walk (`lane_walk!` or [`GIVEN_HEADS`]).
 const CLAIM_LANES: &str = concat!(
     r"
-WITH RECURSIVE head AS (
-  (SELECT order_key, id, endpoint_id FROM delivery
-    WHERE state = 0 AND order_key IS NOT NULL AND (order_key, endpoint_id) > ($3, $5) AND $1 > 0
-    ORDER BY order_key, endpoint_id, id LIMIT 1)
-  UNION ALL
-  SELECT n.order_key, n.id, n.endpoint_id FROM head h
-  CROSS JOIN LATERAL (
-    SELECT d.order_key, d.id, d.endpoint_id FROM delivery d
-    WHERE d.state = 0 AND d.order_key IS NOT NULL
-      AND (d.order_key, d.endpoint_id) > (h.order_key, h.endpoint_id)
-    ORDER BY d.order_key, d.endpoint_id, d.id LIMIT 1) n
-),
 busy AS MATERIALIZED (
-  SELECT endpoint_id, count(*) AS n FROM delivery WHERE state = 1 GROUP BY endpoint_id
+  SELECT endpoint_id, count(*) AS n FROM delivery b WHERE state = 1 /*ws b*/
+  GROUP BY endpoint_id
 ),
 walk AS MATERIALIZED (
-  SELECT h.order_key, h.id, h.endpoint_id, ep.workspace_id,
+  SELECT h.order_key, h.id, h.endpoint_id, h.workspace_id,
          coalesce(ep.enabled AND ep.deleted_at IS NULL, false) AS live,
          ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
          coalesce(ep.max_in_flight, 0) - coalesce(b.n, 0) AS room,
          ep.rate_limit_per_second AS rate, q.claim_seq AS seen, q.next_send_at,
          (SELECT s.run_at FROM delivery s
            WHERE s.state = 2 AND s.order_key = h.order_key AND s.endpoint_id = h.endpoint_id
-             AND s.id < h.id
+             AND s.workspace_id = h.workspace_id AND s.id < h.id /*ws s*/
            ORDER BY s.order_key, s.endpoint_id, s.id LIMIT 1) AS blocked_until
   FROM head h
-  LEFT JOIN endpoint ep ON ep.id = h.endpoint_id
-  LEFT JOIN endpoint_queue q ON q.endpoint_id = h.endpoint_id
+  LEFT JOIN endpoint ep
+    ON ep.id = h.endpoint_id AND ep.workspace_id = h.workspace_id /*ws ep*/
+  LEFT JOIN endpoint_queue q
+    ON q.endpoint_id = h.endpoint_id AND q.workspace_id = h.workspace_id /*ws q*/
   LEFT JOIN busy b ON b.endpoint_id = h.endpoint_id
   WHERE NOT EXISTS (SELECT 1 FROM delivery f
                      WHERE f.state = 1 AND f.order_key = h.order_key
-                       AND f.endpoint_id = h.endpoint_id)
+                       AND f.endpoint_id = h.endpoint_id AND f.workspace_id = h.workspace_id
+                       /*ws f*/)
     AND (NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
          OR EXISTS (SELECT 1 FROM delivery s
                      WHERE s.state = 2 AND s.order_key = h.order_key
-                       AND s.endpoint_id = h.endpoint_id AND s.id < h.id)
+                       AND s.endpoint_id = h.endpoint_id AND s.workspace_id = h.workspace_id
+                       AND s.id < h.id /*ws s*/)
          OR (coalesce(ep.max_in_flight, 0) > coalesce(b.n, 0)
              AND (q.next_send_at IS NULL OR q.next_send_at <= now())))
   LIMIT 256
-),
-registered AS (
-  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
-  SELECT DISTINCT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
-  ON CONFLICT DO NOTHING
 ),
 locked AS MATERIALIZED (
   SELECT q.endpoint_id, q.claim_seq FROM endpoint_queue q
   WHERE q.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM walk
                                    WHERE live AND blocked_until IS NULL AND seen IS NOT NULL))
+    /*ws q*/
   ORDER BY q.endpoint_id
   FOR UPDATE SKIP LOCKED
 ),
 ranked AS MATERIALIZED (
-  SELECT w.id, w.order_key, w.endpoint_id, w.room, w.rate, w.next_send_at,
+  SELECT w.id, w.workspace_id, w.order_key, w.endpoint_id, w.room, w.rate, w.next_send_at,
+         ",
+    rate_slots!("w.rate", "w.next_send_at"),
+    r" AS slots,
          row_number() OVER (PARTITION BY w.endpoint_id ORDER BY w.order_key) AS rn
   FROM walk w JOIN locked k ON k.endpoint_id = w.endpoint_id AND k.claim_seq = w.seen
   WHERE w.live AND w.blocked_until IS NULL
 ),
 room AS MATERIALIZED (
-  SELECT DISTINCT endpoint_id, rate, next_send_at, room FROM ranked
+  SELECT DISTINCT endpoint_id, workspace_id, rate, room, ",
+    first_slot!("rate", "next_send_at"),
+    r" AS slot
+  FROM ranked
 ),
 eligible AS (
   SELECT id FROM ranked
-  WHERE rn <= room AND rn <= CASE WHEN rate IS NULL THEN room ELSE ",
-    rate_slots!("rate", "next_send_at"),
-    r" END
+  WHERE rn <= least(room, slots)
   ORDER BY rn, order_key
   LIMIT $1
 ),
 picked AS MATERIALIZED (
-  SELECT d.id FROM delivery d
-  WHERE d.id = ANY (ARRAY(SELECT id FROM eligible)) AND d.state = 0
+  SELECT d.id, d.workspace_id FROM delivery d
+  WHERE d.id = ANY (ARRAY(SELECT id FROM eligible)) AND d.state = 0 /*ws d*/
   FOR UPDATE SKIP LOCKED
 ),
+lease AS MATERIALIZED (SELECT $12::bigint AS id, now() + make_interval(secs => $2) AS until),
 claimed AS (
   UPDATE delivery d
-  SET state = 1, attempt = d.attempt + 1,
-      lease_until = now() + make_interval(secs => $2),
-      lease_id = nextval('delivery_lease_seq'), leased_by = $4
-  FROM picked WHERE d.id = picked.id
-  RETURNING d.id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base, d.lease_id, d.order_key
+  SET state = 1, attempt = d.attempt + 1, lease_until = k.until, lease_id = k.id,
+      leased_by = $4
+  FROM picked CROSS JOIN lease k
+  WHERE d.id = picked.id AND d.workspace_id = picked.workspace_id /*ws d*/
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base,
+            d.lease_id, d.order_key
 ),
 per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
-paced AS (
-  UPDATE endpoint_queue q
-  SET claim_seq = q.claim_seq + 1,
-      next_send_at = CASE WHEN r.rate IS NULL THEN NULL ELSE ",
-    next_slot!("r.rate", "r.next_send_at", "c.n"),
-    r" END
+pace AS MATERIALIZED (
+  SELECT c.endpoint_id, r.workspace_id, ",
+    next_slot!("r.rate", "r.slot", "c.n"),
+    r" AS next
   FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
-  WHERE q.endpoint_id = c.endpoint_id
+),
+paced AS (
+  UPDATE endpoint_queue q SET claim_seq = q.claim_seq + 1, next_send_at = p.next
+  FROM pace p
+  WHERE q.endpoint_id = p.endpoint_id AND q.workspace_id = p.workspace_id /*ws q*/
 ),
 behind AS MATERIALIZED (
-  SELECT d.id, w.blocked_until FROM walk w
-  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id AND d.state = 0
+  SELECT d.id, d.workspace_id, w.blocked_until FROM walk w
+  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id
+                 AND d.workspace_id = w.workspace_id AND d.state = 0 /*ws d*/
   WHERE w.live AND w.blocked_until IS NOT NULL
   FOR UPDATE OF d SKIP LOCKED
 ),
 demoted AS (
-  UPDATE delivery d SET state = 2, run_at = b.blocked_until FROM behind b WHERE d.id = b.id
+  UPDATE delivery d SET state = 2, run_at = b.blocked_until FROM behind b
+  WHERE d.id = b.id AND d.workspace_id = b.workspace_id /*ws d*/
 ),
 tidy AS MATERIALIZED (
-  SELECT d.id, w.gone FROM walk w
-  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id AND d.state = 0
+  SELECT d.id, d.workspace_id, w.gone FROM walk w
+  JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id
+                 AND d.workspace_id = w.workspace_id AND d.state = 0 /*ws d*/
   WHERE NOT w.live
   FOR UPDATE OF d SKIP LOCKED
 ),
-parked AS (UPDATE delivery d SET state = 3 FROM tidy t WHERE d.id = t.id AND NOT t.gone),
+"
+);
+
+/// What the lane claim writes besides the claim on plain PostgreSQL (as [`FAIR_WRITES`]).
+const LANE_WRITES: &str = concat!(
+    "
+registered AS (
+  INSERT INTO endpoint_queue (endpoint_id, workspace_id)
+  SELECT DISTINCT endpoint_id, workspace_id FROM walk WHERE live AND seen IS NULL
+  ON CONFLICT DO NOTHING
+),
+parked AS (
+  UPDATE delivery d SET state = 3 FROM tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id AND NOT t.gone /*ws d*/
+),
 ended AS (
-  DELETE FROM delivery d USING tidy t WHERE d.id = t.id AND t.gone
+  DELETE FROM delivery d USING tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id AND t.gone /*ws d*/
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt,
             d.last_attempt_at, d.last_status_code, d.created_at
 ),
 ",
-    ended_ctes!(),
-    r"
+    ended_ctes!()
+);
+
+/// [`LANE_WRITES`] in a statement of one workspace on Citus (as [`CONFINED_FAIR_WRITES`]).
+const CONFINED_LANE_WRITES: &str = "
+parked AS (
+  UPDATE delivery d SET state = 3 FROM tidy t
+  WHERE d.id = t.id AND d.workspace_id = t.workspace_id /*ws d*/
+)";
+
+/// The lane claim's result: the claimed rows with their events.
+const LANE_TAIL: &str = "
 SELECT c.id, c.endpoint_id, c.event_id, c.attempt, c.attempt_base, c.lease_id, e.workspace_id,
        e.event_type, e.occurred_at, e.created_at AS accepted_at, e.data,
        (p.n >= r.room) AS capped, c.order_key
 FROM claimed c
-JOIN event e ON e.id = c.event_id
+JOIN event e ON e.id = c.event_id AND e.workspace_id = c.workspace_id /*ws e*/
 JOIN per_endpoint p ON p.endpoint_id = c.endpoint_id
 JOIN room r ON r.endpoint_id = c.endpoint_id
-"
-);
+";
 
-/// Where a walk over lanes starts: after this lane, `(order_key, endpoint_id)`.
-pub type LaneCursor = (i64, i64);
+/// A fresh lease id, the fencing token of one claim statement: the time in milliseconds and a
+/// counter of this process. Two claims of one row are a lease apart (its expiry, or a settle or
+/// release in between), so their tokens never meet; drawn here rather than from a sequence,
+/// as Citus runs a volatile function in a claim only by splitting the statement.
+pub fn lease_token() -> i64 {
+    static COUNTER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let counter = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xF_FFFF;
+    (Utc::now().timestamp_millis() << 20) | counter
+}
+
+/// Where a walk over lanes starts: after this lane, `(workspace_id, order_key, endpoint_id)`.
+pub type LaneCursor = (i64, i64, i64);
 
 /// The cursor that starts a walk from the first lane.
-pub const FIRST_LANE: LaneCursor = (i64::MIN, i64::MIN);
+pub const FIRST_LANE: LaneCursor = (i64::MIN, i64::MIN, i64::MIN);
+
+/// How many lane heads or endpoints one distributed claim statement considers.
+pub const WALK: usize = 256;
 
 /// Claims up to `limit` due heads of `per_ticket` lanes, leased for `lease_seconds`, walking
 /// lanes after `cursor` ([`FIRST_LANE`] to start from the first).
@@ -476,15 +657,102 @@ pub async fn claim_lanes(
     cursor: LaneCursor,
     dispatcher: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    match sqlx::query(CLAIM_LANES)
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let statement = STATEMENT.get_or_init(|| {
+        format!(
+            "WITH RECURSIVE{}{CLAIM_LANES}{LANE_WRITES}{LANE_TAIL}",
+            lane_walk!()
+        )
+    });
+    let claimed = sqlx::query(statement)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(lease_seconds)
-        .bind(cursor.0)
-        .bind(dispatcher)
         .bind(cursor.1)
+        .bind(dispatcher)
+        .bind(cursor.2)
+        .bind(cursor.0)
+        .bind(cursor.0)
+        .bind(Vec::<i64>::new())
+        .bind(Vec::<i64>::new())
+        .bind(Vec::<i64>::new())
+        .bind(Utc::now())
+        .bind(lease_token())
         .fetch_all(pool)
-        .await
-    {
+        .await;
+    lane_claims(claimed)
+}
+
+/// [`claim_lanes`] for one workspace, the way Citus runs it (the walk first, as a statement of
+/// its own, then the claim on the heads it found), with the walk starting after `after`
+/// (`(order_key, endpoint_id)`). Also returns where the next walk of this workspace starts:
+/// `None` once the walk reached its last lane.
+pub async fn claim_lanes_in(
+    pool: &PgPool,
+    workspace_id: i64,
+    limit: usize,
+    lease_seconds: f64,
+    after: (i64, i64),
+    dispatcher: i64,
+) -> Result<(Vec<Claimed>, Option<(i64, i64)>), sqlx::Error> {
+    static WALK_STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static CLAIM_STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let walk = WALK_STATEMENT.get_or_init(|| {
+        confined(
+            &format!(
+                "WITH RECURSIVE{}\nSELECT order_key, id, endpoint_id FROM head LIMIT {WALK}",
+                lane_walk!().trim_end_matches(',')
+            ),
+            "$6",
+            "$11",
+        )
+    });
+    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(walk)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(lease_seconds)
+        .bind(after.0)
+        .bind(dispatcher)
+        .bind(after.1)
+        .bind(workspace_id)
+        .bind(workspace_id)
+        .bind(Vec::<i64>::new())
+        .bind(Vec::<i64>::new())
+        .bind(Vec::<i64>::new())
+        .bind(Utc::now())
+        .fetch_all(pool)
+        .await?;
+    let next = (heads.len() >= WALK)
+        .then(|| heads.last().map(|&(key, _, endpoint)| (key, endpoint)))
+        .flatten();
+    if heads.is_empty() {
+        return Ok((Vec::new(), next));
+    }
+    let statement = CLAIM_STATEMENT.get_or_init(|| {
+        confined(
+            &format!("WITH{GIVEN_HEADS}{CLAIM_LANES}{CONFINED_LANE_WRITES}{LANE_TAIL}"),
+            "$6",
+            "$11",
+        )
+    });
+    let claimed = sqlx::query(statement)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(lease_seconds)
+        .bind(after.0)
+        .bind(dispatcher)
+        .bind(after.1)
+        .bind(workspace_id)
+        .bind(workspace_id)
+        .bind(heads.iter().map(|h| h.0).collect::<Vec<_>>())
+        .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
+        .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
+        .bind(Utc::now())
+        .bind(lease_token())
+        .fetch_all(pool)
+        .await;
+    Ok((lane_claims(claimed)?, next))
+}
+
+fn lane_claims(claimed: Result<Vec<PgRow>, sqlx::Error>) -> Result<Vec<Claimed>, sqlx::Error> {
+    match claimed {
         Ok(rows) => rows.iter().map(Claimed::from_row).collect(),
         // Another claimer took a lane head at the same instant: the unique index refused the
         // second in-flight row. Nothing was claimed; the next cycle tries again.
@@ -541,20 +809,106 @@ SELECT (SELECT count(*) FROM promoted),
     })
 }
 
-/// Gives back claimed rows that were never attempted (a stopping dispatcher's leased-ahead
-/// rows): ready again at once, their attempt not counted. Rows whose lease moved on are left.
-pub async fn release(pool: &PgPool, ids: &[i64], lease_ids: &[i64]) -> Result<u64, sqlx::Error> {
-    let released = sqlx::query(
-        "UPDATE delivery d SET state = 0, attempt = d.attempt - 1, lease_until = NULL, \
-                lease_id = NULL, leased_by = NULL \
-         FROM unnest($1::bigint[], $2::bigint[]) AS r(id, lease_id) \
-         WHERE d.id = r.id AND d.lease_id = r.lease_id AND d.state = 1",
+/// A workspace with claimable work, from [`discover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyWorkspace {
+    /// The workspace.
+    pub workspace_id: i64,
+    /// Some of its ready rows belong to `per_ticket` lanes.
+    pub lanes: bool,
+}
+
+/// How many workspaces one [`discover`] lists.
+pub const DISCOVER: i64 = 1_000;
+
+/// The distributed tick: reads, without locks and across shards, which workspaces have ready
+/// rows or due retries (those with the oldest work first, at most [`DISCOVER`]), promotes
+/// each one's due retries in a statement of its own on its shard, and reads when the next
+/// retry or rate slot is due. The read scans the partial indexes of ready and due rows,
+/// so it costs what is due, never the table or the number of endpoints.
+pub async fn discover(pool: &PgPool) -> Result<(Tick, Vec<ReadyWorkspace>), sqlx::Error> {
+    let found: Vec<(i64, bool, bool)> = sqlx::query_as(
+        "SELECT workspace_id, bool_or(state = 2) AS due, \
+                bool_or(state = 0 AND order_key IS NOT NULL) AS lanes \
+         FROM delivery WHERE state = 0 OR (state = 2 AND run_at <= now()) \
+         GROUP BY workspace_id ORDER BY min(run_at), workspace_id LIMIT $1",
     )
-    .bind(ids)
-    .bind(lease_ids)
+    .bind(DISCOVER)
+    .fetch_all(pool)
+    .await?;
+    let mut promoted = 0;
+    for &(workspace_id, due, _) in &found {
+        if due {
+            promoted += promote_in(pool, workspace_id).await?;
+        }
+    }
+    let next_at: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT min(run_at) FROM delivery WHERE state = 2 AND run_at > now()")
+            .fetch_one(pool)
+            .await?;
+    let next_slot: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT min(next_send_at) FROM endpoint_queue WHERE next_send_at > now()",
+    )
+    .fetch_one(pool)
+    .await?;
+    let ready = found
+        .iter()
+        .map(|&(workspace_id, _, lanes)| ReadyWorkspace {
+            workspace_id,
+            lanes,
+        })
+        .collect();
+    let tick = Tick {
+        promoted,
+        next_at: if promoted >= PROMOTE as u64 {
+            Some(Utc::now())
+        } else {
+            next_at.into_iter().chain(next_slot).min()
+        },
+        lanes: found.iter().any(|w| w.2),
+    };
+    Ok((tick, ready))
+}
+
+/// Promotes one workspace's due retries (at most [`PROMOTE`]), on its shard.
+async fn promote_in(pool: &PgPool, workspace_id: i64) -> Result<u64, sqlx::Error> {
+    let promoted = sqlx::query(
+        "UPDATE delivery d SET state = 0 \
+         WHERE d.workspace_id = $2 AND d.id = ANY (ARRAY( \
+           SELECT id FROM delivery WHERE workspace_id = $2 AND state = 2 AND run_at <= now() \
+           ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(PROMOTE)
+    .bind(workspace_id)
     .execute(pool)
     .await?;
-    Ok(released.rows_affected())
+    Ok(promoted.rows_affected())
+}
+
+/// Gives back claimed rows that were never attempted (a stopping dispatcher's leased-ahead
+/// rows): ready again at once, their attempt not counted. Rows whose lease moved on are left.
+/// `rows` are `(workspace_id, id, lease_id)`; each workspace's are given back in one
+/// statement on its shard.
+pub async fn release(pool: &PgPool, rows: &[(i64, i64, i64)]) -> Result<u64, sqlx::Error> {
+    let mut rows = rows.to_vec();
+    rows.sort_unstable();
+    let mut released = 0;
+    for group in rows.chunk_by(|a, b| a.0 == b.0) {
+        released += sqlx::query(
+            "UPDATE delivery d SET state = 0, attempt = d.attempt - 1, lease_until = NULL, \
+                    lease_id = NULL, leased_by = NULL \
+             FROM unnest($1::bigint[], $2::bigint[]) AS r(id, lease_id) \
+             WHERE d.workspace_id = $3 AND d.id = r.id AND d.lease_id = r.lease_id \
+               AND d.state = 1",
+        )
+        .bind(group.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(group.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(group[0].0)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(released)
 }
 
 /// Puts deliveries whose lease expired (their worker died) back to ready. Safe to run from
@@ -568,6 +922,33 @@ pub async fn rescue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// [`rescue_expired`] the way Citus runs it: a lock-free read across shards of the workspaces
+/// with expired leases, then one statement per workspace on its shard.
+pub async fn rescue_expired_by_workspace(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let workspaces: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM delivery WHERE state = 1 AND lease_until < now() \
+         LIMIT $1",
+    )
+    .bind(DISCOVER)
+    .fetch_all(pool)
+    .await?;
+    let mut rescued = 0;
+    for workspace_id in workspaces {
+        rescued += sqlx::query(
+            "UPDATE delivery d SET state = 0, run_at = $2, lease_until = NULL, lease_id = NULL \
+             WHERE d.workspace_id = $1 AND d.id = ANY (ARRAY( \
+               SELECT id FROM delivery WHERE workspace_id = $1 AND state = 1 \
+                 AND lease_until < now() ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED))",
+        )
+        .bind(workspace_id)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(rescued)
 }
 
 /// Parks an endpoint's ready rows (it was disabled). Scheduled rows are parked when they come

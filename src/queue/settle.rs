@@ -80,7 +80,11 @@ pub struct Settled {
     pub disabled: Vec<(i64, String)>,
 }
 
-/// The settle's CTEs, first in the cycle statement. They bind `$1`..`$11` (one array per
+/// The settle's CTEs, first in the cycle statement, without writing the history: they end in
+/// `finished_rows` and `attempt_rows` (shaped as `delivery_finished` and `delivery_attempt`
+/// rows), which [`RECORD_CTES`] inserts. On Citus a statement with an `INSERT` in a CTE is not
+/// one router query, so there the rows come back and are inserted by the next statement of
+/// the same transaction (`queue::cycle`). They bind `$1`..`$11` (one array per
 /// [`Settlement`] field, `$16` for `attempt` and `$17` for `workspace_id`) and end in `settled(id, endpoint_id, attempt)` and
 /// `endpoints(id, enabled, disabled_reason, disabled_at)` for the claim that follows.
 pub(crate) const SETTLE_CTES: &str = r"
@@ -93,33 +97,27 @@ o AS (
 ),
 oe AS MATERIALIZED (
   SELECT o.*, ep.id IS NULL OR ep.deleted_at IS NOT NULL AS gone,
-         coalesce(ep.enabled, false) AS live
-  FROM o LEFT JOIN endpoint ep ON ep.id = o.endpoint_id
+         coalesce(ep.enabled, false) AS live, o.next_run_at <= now() AS due
+  FROM o
+  LEFT JOIN endpoint ep
+    ON ep.id = o.endpoint_id AND ep.workspace_id = o.workspace_id /*ws ep*/
 ),
 finished AS (
   DELETE FROM delivery d USING oe
-  WHERE d.id = oe.id AND d.lease_id = oe.lease_id AND d.state = 1
-    AND (oe.verdict <> 1 OR oe.gone)
+  WHERE d.id = oe.id AND d.workspace_id = oe.workspace_id AND d.lease_id = oe.lease_id
+    AND d.state = 1 AND (oe.verdict <> 1 OR oe.gone) /*ws d*/
   RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.priority, d.attempt, d.created_at,
             CASE WHEN oe.verdict = 1 THEN 2 ELSE oe.verdict END AS verdict, oe.started_at,
             oe.status_code
 ),
-moved AS (
-  INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status,
-                                 attempts, last_attempt_at, last_status_code, created_at)
-  SELECT id, workspace_id, endpoint_id, event_id, priority,
-         CASE WHEN verdict = 0 THEN 'succeeded' ELSE 'dead' END,
-         attempt, started_at, status_code, created_at
-  FROM finished
-),
 retried AS (
   UPDATE delivery d
-  SET state = CASE WHEN NOT oe.live THEN 3 WHEN oe.next_run_at <= now() THEN 0 ELSE 2 END,
+  SET state = CASE WHEN NOT oe.live THEN 3 WHEN oe.due THEN 0 ELSE 2 END,
       run_at = oe.next_run_at, lease_until = NULL, lease_id = NULL,
       last_attempt_at = oe.started_at, last_status_code = oe.status_code
   FROM oe
-  WHERE d.id = oe.id AND d.lease_id = oe.lease_id AND d.state = 1 AND oe.verdict = 1
-    AND NOT oe.gone
+  WHERE d.id = oe.id AND d.workspace_id = oe.workspace_id AND d.lease_id = oe.lease_id
+    AND d.state = 1 AND oe.verdict = 1 AND NOT oe.gone /*ws d*/
   RETURNING d.id, d.endpoint_id, d.attempt
 ),
 settled AS (
@@ -127,32 +125,38 @@ settled AS (
   UNION ALL
   SELECT id, endpoint_id, attempt FROM retried
 ),
-history AS (
-  INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at,
-                                duration_ms, status_code, outcome, error, response_body, fenced)
-  SELECT o.workspace_id, o.id, o.attempt, o.endpoint_id, o.started_at, o.duration_ms, o.status_code,
-         o.outcome, o.error, o.response_body, s.id IS NULL
+attempt_rows AS MATERIALIZED (
+  SELECT o.workspace_id, o.id AS delivery_id, o.attempt, o.endpoint_id, o.started_at,
+         o.duration_ms, o.status_code, o.outcome, o.error, o.response_body, s.id IS NULL AS fenced
   FROM o LEFT JOIN settled s ON s.id = o.id
   -- A fenced attempt is recorded once, even when a settle whose commit was not acknowledged
   -- is sent again.
   WHERE s.id IS NOT NULL
      OR NOT EXISTS (SELECT 1 FROM delivery_attempt a
-                    WHERE a.delivery_id = o.id AND a.attempt = o.attempt
-                      AND a.started_at = o.started_at)
+                    WHERE a.delivery_id = o.id AND a.workspace_id = o.workspace_id
+                      AND a.attempt = o.attempt AND a.started_at = o.started_at /*ws a*/)
+),
+finished_rows AS MATERIALIZED (
+  SELECT id, workspace_id, endpoint_id, event_id, priority,
+         CASE WHEN verdict = 0 THEN 'succeeded' ELSE 'dead' END AS status,
+         attempt AS attempts, started_at AS last_attempt_at, status_code AS last_status_code,
+         created_at
+  FROM finished
 ),
 streak AS (
-  SELECT endpoint_id,
+  SELECT endpoint_id, workspace_id, now() AS at,
          count(*) FILTER (WHERE verdict = 0) AS ok,
          count(*) FILTER (WHERE verdict IN (2, 3)) AS dead,
          bool_or(verdict = 3) AS gone
-  FROM finished GROUP BY endpoint_id
+  FROM finished GROUP BY endpoint_id, workspace_id
 ),
 -- Endpoint rows are locked in id order before any is written: two instances settling
 -- overlapping failing endpoints then queue behind each other instead of deadlocking (review
 -- L14). Only endpoints whose streak changes are locked; successes on a clean streak write nothing.
 streak_locked AS (
-  SELECT ep.id FROM endpoint ep JOIN streak s ON s.endpoint_id = ep.id
-  WHERE ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
+  SELECT ep.id FROM endpoint ep
+  JOIN streak s ON s.endpoint_id = ep.id AND s.workspace_id = ep.workspace_id
+  WHERE ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0) /*ws ep*/
   ORDER BY ep.id
   FOR UPDATE OF ep
 ),
@@ -170,10 +174,43 @@ endpoints AS (
       disabled_at = CASE
           WHEN ep.enabled AND (s.gone
                OR (CASE WHEN s.ok > 0 THEN s.dead ELSE ep.consecutive_dead + s.dead END) >= 3)
-            THEN now()
+            THEN s.at
           ELSE ep.disabled_at END
   FROM streak s JOIN streak_locked l ON l.id = s.endpoint_id
-  WHERE ep.id = l.id AND ep.deleted_at IS NULL AND (s.dead > 0 OR ep.consecutive_dead > 0)
+  WHERE ep.id = l.id AND ep.workspace_id = s.workspace_id AND ep.deleted_at IS NULL
+    AND (s.dead > 0 OR ep.consecutive_dead > 0) /*ws ep*/
   RETURNING ep.id, ep.enabled, ep.disabled_reason, ep.disabled_at
 ),
 ";
+
+/// Inserts the settle's history: `finished_rows` into `delivery_finished`, `attempt_rows`
+/// into `delivery_attempt`.
+pub(crate) const RECORD_CTES: &str = r"
+moved AS (
+  INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status,
+                                 attempts, last_attempt_at, last_status_code, created_at)
+  SELECT * FROM finished_rows
+),
+history AS (
+  INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at,
+                                duration_ms, status_code, outcome, error, response_body, fenced)
+  SELECT * FROM attempt_rows
+),
+";
+
+/// The same inserts as [`RECORD_CTES`], from rows a statement before returned as JSON
+/// (`$1`: `finished_rows`, `$2`: `attempt_rows`).
+pub(crate) const RECORD_FINISHED: &str = "
+INSERT INTO delivery_finished (id, workspace_id, endpoint_id, event_id, priority, status,
+                               attempts, last_attempt_at, last_status_code, created_at)
+SELECT id, workspace_id, endpoint_id, event_id, priority, status, attempts, last_attempt_at,
+       last_status_code, created_at
+FROM json_populate_recordset(NULL::delivery_finished, $1::json)";
+
+/// See [`RECORD_FINISHED`].
+pub(crate) const RECORD_ATTEMPTS: &str = "
+INSERT INTO delivery_attempt (workspace_id, delivery_id, attempt, endpoint_id, started_at,
+                              duration_ms, status_code, outcome, error, response_body, fenced)
+SELECT workspace_id, delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
+       outcome, error, response_body, fenced
+FROM json_populate_recordset(NULL::delivery_attempt, $1::json)";

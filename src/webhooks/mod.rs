@@ -621,9 +621,11 @@ pub async fn reveal_secret(
     get(pool, workspace_id, key).await?;
     let rows: Vec<(i64, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT id, ciphertext, expires_at FROM endpoint_secret \
-         WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
+         WHERE endpoint_id = $1 AND workspace_id = $2 \
+           AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
     )
     .bind(key)
+    .bind(workspace_id)
     .fetch_all(pool)
     .await?;
     let mut current = None;
@@ -632,7 +634,7 @@ pub async fn reveal_secret(
         match expires_at {
             None if current.is_none() => {
                 let text = secret_box.open(&ciphertext, &SealedFor::endpoint_secret(key))?;
-                reseal_if_stale(pool, secret_box, key, id, &ciphertext, &text).await;
+                reseal_if_stale(pool, secret_box, workspace_id, key, id, &ciphertext, &text).await;
                 current = SigningSecret::parse(&text).ok();
             }
             Some(at) => previous.push(at),
@@ -720,6 +722,7 @@ pub struct Target {
 async fn reseal_if_stale(
     pool: &PgPool,
     secret_box: &SecretBox,
+    workspace_id: i64,
     endpoint_id: i64,
     id: i64,
     ciphertext: &[u8],
@@ -728,13 +731,16 @@ async fn reseal_if_stale(
     if secret_box.is_current(ciphertext) {
         return;
     }
-    let resealed =
-        sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE id = $1 AND ciphertext = $3")
-            .bind(id)
-            .bind(secret_box.seal(plain, &SealedFor::endpoint_secret(endpoint_id)))
-            .bind(ciphertext)
-            .execute(pool)
-            .await;
+    let resealed = sqlx::query(
+        "UPDATE endpoint_secret SET ciphertext = $2 \
+             WHERE id = $1 AND workspace_id = $4 AND ciphertext = $3",
+    )
+    .bind(id)
+    .bind(secret_box.seal(plain, &SealedFor::endpoint_secret(endpoint_id)))
+    .bind(ciphertext)
+    .bind(workspace_id)
+    .execute(pool)
+    .await;
     if let Err(error) = resealed {
         tracing::warn!(error = %error, "re-sealing a secret under the current key failed; it stays readable with the previous key");
     }
@@ -744,17 +750,20 @@ async fn reseal_if_stale(
 async fn reseal_headers(
     pool: &PgPool,
     secret_box: &SecretBox,
+    workspace_id: i64,
     id: i64,
     sealed: &[u8],
     headers: &Map<String, Value>,
 ) {
     let (_, resealed) = seal_headers(secret_box, id, headers);
     let result = sqlx::query(
-        "UPDATE endpoint SET headers_sealed = $2 WHERE id = $1 AND headers_sealed = $3",
+        "UPDATE endpoint SET headers_sealed = $2 \
+         WHERE id = $1 AND workspace_id = $4 AND headers_sealed = $3",
     )
     .bind(id)
     .bind(resealed)
     .bind(sealed)
+    .bind(workspace_id)
     .execute(pool)
     .await;
     if let Err(error) = result {
@@ -786,16 +795,17 @@ pub async fn check_secret_key(pool: &PgPool, secret_box: &SecretBox) -> Result<(
     }
 }
 
-/// Loads the send settings of `keys` (deleted or unknown endpoints are absent). An endpoint
-/// whose secrets cannot be opened is answered with its own error: it never fails the others.
+/// Loads the send settings of `keys`, `(workspace_id, endpoint_id)` pairs (deleted or unknown endpoints
+/// are absent). An endpoint whose secrets cannot be opened is answered with its own error: it never fails the others.
 pub async fn targets(
     pool: &PgPool,
     secret_box: &SecretBox,
-    keys: &[i64],
+    keys: &[(i64, i64)],
 ) -> Result<HashMap<i64, Result<Target, SecretBoxError>>, WebhookError> {
     #[derive(sqlx::FromRow)]
     struct TargetRow {
         id: i64,
+        workspace_id: i64,
         url: String,
         headers: sqlx::types::Json<Map<String, Value>>,
         headers_sealed: Option<Vec<u8>>,
@@ -806,18 +816,23 @@ pub async fn targets(
         secret_ids: Vec<i64>,
         secrets: Vec<Vec<u8>>,
     }
+    let (workspaces, endpoints): (Vec<i64>, Vec<i64>) = keys.iter().copied().unzip();
+    // Both keys as arrays: one index probe each on plain PostgreSQL, and on Citus a read of the
+    // listed workspaces' shards only, each joined on its own shard.
     let rows: Vec<TargetRow> = sqlx::query_as(
-        "SELECT e.id, e.url, e.headers, e.headers_sealed, e.legacy_signature_header, \
-                e.rate_limit_per_second, \
+        "SELECT e.id, e.workspace_id, e.url, e.headers, e.headers_sealed, \
+                e.legacy_signature_header, e.rate_limit_per_second, \
                 e.max_in_flight, e.enabled, s.secret_ids, s.secrets \
          FROM endpoint e CROSS JOIN LATERAL ( \
            SELECT coalesce(array_agg(id ORDER BY expires_at IS NULL DESC, id DESC), '{}') AS secret_ids, \
                   coalesce(array_agg(ciphertext ORDER BY expires_at IS NULL DESC, id DESC), '{}') AS secrets \
            FROM endpoint_secret \
-           WHERE endpoint_id = e.id AND (expires_at IS NULL OR expires_at > now())) s \
-         WHERE e.id = ANY($1) AND e.deleted_at IS NULL",
+           WHERE endpoint_id = e.id AND workspace_id = e.workspace_id \
+             AND (expires_at IS NULL OR expires_at > now())) s \
+         WHERE e.id = ANY($1) AND e.workspace_id = ANY($2) AND e.deleted_at IS NULL",
     )
-    .bind(keys)
+    .bind(&endpoints)
+    .bind(&workspaces)
     .fetch_all(pool)
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -830,7 +845,16 @@ pub async fn targets(
         for (id, ciphertext) in row.secret_ids.iter().zip(&row.secrets) {
             match secret_box.open(ciphertext, &SealedFor::endpoint_secret(row.id)) {
                 Ok(text) => {
-                    reseal_if_stale(pool, secret_box, row.id, *id, ciphertext, &text).await;
+                    reseal_if_stale(
+                        pool,
+                        secret_box,
+                        row.workspace_id,
+                        row.id,
+                        *id,
+                        ciphertext,
+                        &text,
+                    )
+                    .await;
                     secrets.extend(SigningSecret::parse(&text).ok());
                 }
                 Err(error) => {
@@ -851,7 +875,15 @@ pub async fn targets(
             Some(sealed) => match open_headers(secret_box, row.id, sealed) {
                 Ok(headers) => {
                     if !secret_box.is_current(sealed) {
-                        reseal_headers(pool, secret_box, row.id, sealed, &headers).await;
+                        reseal_headers(
+                            pool,
+                            secret_box,
+                            row.workspace_id,
+                            row.id,
+                            sealed,
+                            &headers,
+                        )
+                        .await;
                     }
                     headers
                 }

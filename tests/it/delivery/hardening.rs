@@ -458,7 +458,16 @@ async fn an_attempt_settled_after_its_lease_moved_on_is_recorded_as_fenced() {
     client
         .ingest(json!({ "events": [event("late", "ticket.created")] }))
         .await;
-    let turn = |lease| deskhook::queue::cycle::turn(&app.pool, &[], 10, lease, i64::MIN, 1);
+    let turn = |lease| {
+        deskhook::queue::cycle::turn(
+            &app.pool,
+            &[],
+            10,
+            lease,
+            deskhook::queue::claim::FIRST_ENDPOINT,
+            1,
+        )
+    };
     let first = turn(0.2).await.expect("claim").claimed;
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -523,10 +532,17 @@ async fn instances_settling_the_same_failing_endpoints_in_opposite_orders_never_
                 .collect::<Vec<_>>() }))
             .await;
     }
-    let claimed = deskhook::queue::cycle::turn(&app.pool, &[], 10_000, 300.0, i64::MIN, 1)
-        .await
-        .expect("claim")
-        .claimed;
+    let claimed = deskhook::queue::cycle::turn(
+        &app.pool,
+        &[],
+        10_000,
+        300.0,
+        deskhook::queue::claim::FIRST_ENDPOINT,
+        1,
+    )
+    .await
+    .expect("claim")
+    .claimed;
     assert_eq!(claimed.len(), 8 * 150);
     let dead = |c: &deskhook::queue::Claimed| settlement(c, Verdict::Dead);
     // Two instances each settle one delivery of every endpoint per turn, one in ascending and

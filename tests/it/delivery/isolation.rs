@@ -46,10 +46,21 @@ async fn a_slow_endpoint_does_not_delay_a_fast_one_and_keeps_its_cap() {
 
 #[tokio::test]
 async fn per_ticket_order_holds_with_two_instances_claiming() {
-    let schedule: deskhook::config::RetrySchedule =
-        "30ms,30ms,30ms,30ms,30ms".parse().expect("schedule");
-    let first = TestApp::spawn_with(|c| c.retry_schedule = schedule.clone()).await;
-    let second = TestApp::spawn_on(first.db.clone(), |c| c.retry_schedule = schedule.clone()).await;
+    let first = TestApp::spawn_with(|c| c.retry_schedule = ordered_retries()).await;
+    let second =
+        TestApp::spawn_on(first.db.clone(), |c| c.retry_schedule = ordered_retries()).await;
+    per_ticket_order_holds(first, second).await;
+}
+
+/// The retry schedule of [`per_ticket_order_holds`]: fast, and long enough to survive its
+/// scripted failures.
+pub fn ordered_retries() -> deskhook::config::RetrySchedule {
+    "30ms,30ms,30ms,30ms,30ms".parse().expect("schedule")
+}
+
+/// Two instances on one database (with [`ordered_retries`]) deliver six tickets' events to a
+/// `per_ticket` endpoint that fails now and then: each ticket's arrive in order.
+pub async fn per_ticket_order_holds(first: TestApp, second: TestApp) {
     let client = Client::new(&first).await;
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_millis(5));

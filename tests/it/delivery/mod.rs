@@ -3,7 +3,7 @@
 
 pub(crate) mod failures;
 mod hardening;
-mod isolation;
+pub mod isolation;
 mod model;
 mod retention;
 mod scale;

@@ -179,7 +179,7 @@ impl World {
                     .keys()
                     .filter(|id| model.claimable(**id))
                     .count();
-                let claimed = cycle::turn(pool, &[], *wanted, 300.0, i64::MIN, 1)
+                let claimed = cycle::turn(pool, &[], *wanted, 300.0, claim::FIRST_ENDPOINT, 1)
                     .await
                     .expect("claim")
                     .claimed;

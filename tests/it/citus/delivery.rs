@@ -1,0 +1,118 @@
+//! The delivery suite's core on the cluster, with every role running: the claim, the settle,
+//! the retries and the lease reaper, each statement on the shard of one workspace.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::json;
+
+use super::distributed_database;
+use crate::{
+    delivery::{
+        Client, event,
+        isolation::{ordered_retries, per_ticket_order_holds},
+    },
+    support::{TestApp, receiver::Receiver},
+};
+
+/// Two instances with fast retries on a fresh distributed database, or `None` without Citus.
+async fn two_instances(schedule: &str) -> Option<(TestApp, TestApp)> {
+    let db = distributed_database().await?;
+    let schedule: deskhook::config::RetrySchedule = schedule.parse().expect("schedule");
+    let first = TestApp::spawn_on(db.clone(), |c| c.retry_schedule = schedule.clone()).await;
+    let second = TestApp::spawn_on(db, |c| c.retry_schedule = schedule).await;
+    Some((first, second))
+}
+
+#[tokio::test]
+async fn tenants_on_every_shard_get_their_events_signed_once_and_failures_end_dead() {
+    let Some((first, second)) = two_instances("30ms,30ms").await else {
+        return;
+    };
+    // Enough workspaces that both workers hold some; each has its own receiver.
+    let tenants = 8;
+    let per_tenant = 25;
+    let mut healthy = Vec::new();
+    for tenant in 0..tenants {
+        let client = Client::new(&first).await;
+        let receiver = Receiver::start().await;
+        client.endpoint(&receiver, json!({})).await;
+        healthy.push((client, receiver, tenant));
+    }
+    let failing_client = Client::new(&first).await;
+    let failing = Receiver::start().await;
+    failing.respond_with(500);
+    failing_client.endpoint(&failing, json!({})).await;
+
+    for (client, _, tenant) in &healthy {
+        // Half of each tenant's events through each instance.
+        for (n, instance) in [&first, &second].into_iter().enumerate() {
+            let events: Vec<_> = (0..per_tenant)
+                .filter(|i| i % 2 == n)
+                .map(|i| event(&format!("w{tenant}-{i}"), "ticket.created"))
+                .collect();
+            client
+                .on(instance)
+                .ingest(json!({ "events": events }))
+                .await;
+        }
+    }
+    let accepted = failing_client
+        .ingest(json!({ "events": [event("doomed", "ticket.created")] }))
+        .await;
+
+    for (_, receiver, tenant) in &healthy {
+        let received = receiver.wait_for(per_tenant, Duration::from_secs(30)).await;
+        let mut ids: Vec<String> = received
+            .iter()
+            .map(|r| {
+                r.json["data"]["ticket"]["id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), per_tenant, "tenant {tenant}: {ids:?}");
+        assert!(
+            received.iter().all(|r| r.verified_by == vec![0]),
+            "tenant {tenant}: every request is signed with its endpoint's secret"
+        );
+        assert!(
+            ids.iter()
+                .all(|id| id.starts_with(&format!("T-w{tenant}-"))),
+            "tenant {tenant} got only its own events: {ids:?}"
+        );
+    }
+    // The failing endpoint's delivery is tried three times (the first attempt and two
+    // retries), then dead, with each attempt in its log.
+    let event_id = accepted[0]["id"].as_str().expect("event id");
+    let deliveries = failing_client
+        .get(&format!("/v1/deliveries?event_id={event_id}"))
+        .await;
+    let delivery_id = deliveries["data"][0]["id"].as_str().expect("delivery id");
+    let dead = failing_client
+        .wait_delivery(delivery_id, "dead", Duration::from_secs(30))
+        .await;
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert_eq!(failing.received().len(), 3);
+    // Nothing was delivered twice: no request beyond one per event.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts: HashMap<usize, usize> = healthy
+        .iter()
+        .map(|(_, receiver, tenant)| (*tenant, receiver.received().len()))
+        .collect();
+    assert!(counts.values().all(|&n| n == per_tenant), "{counts:?}");
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn per_ticket_order_holds_on_the_cluster_with_two_instances() {
+    let Some(db) = distributed_database().await else {
+        return;
+    };
+    let first = TestApp::spawn_on(db.clone(), |c| c.retry_schedule = ordered_retries()).await;
+    let second = TestApp::spawn_on(db, |c| c.retry_schedule = ordered_retries()).await;
+    per_ticket_order_holds(first, second).await;
+}
