@@ -6,7 +6,7 @@
 //! disabled endpoint's backlog, cost a claim nothing (docs/queue.md has the measurements).
 //!
 //! Unordered deliveries use the fair claim ([`FAIR_CTES`], run fused with the settle by
-//! `queue::cycle`): a skip-scan over `delivery_ep_due` lists endpoints with ready rows,
+//! `queue::cycle`): a skip-scan over `delivery_ready` lists endpoints with ready rows,
 //! starting after a cursor that rotates across claims, and keeps those with room under their
 //! `max_in_flight` and an open rate slot, at most 256 of them. Each gets at most
 //! `min(room, rate slots, batch / endpoints + 1)` rows, handed out round robin. Endpoints
@@ -33,6 +33,12 @@
 //! index makes two in flight impossible. Heads are ranked per endpoint so one statement never
 //! exceeds an endpoint's cap or rate, and the walk starts after a rotating cursor so no lane
 //! starves. Rows queued behind a lane's scheduled retry are scheduled with it.
+//!
+//! On a distributed schema (Citus) the same SQL runs one workspace at a time: [`confined`]
+//! turns its `/*ws alias*/` markers into filters on the workspace so each statement runs whole
+//! on the workspace's shard, the recursive walks are statements of their own ([`walk_in`],
+//! [`claim_lanes_in`]), and [`discover`] lists the workspaces with work (docs/scaling.md,
+//! "The claim on Citus").
 //!
 //! This module must never sign, send or know HTTP; it hands rows to the dispatcher.
 
@@ -503,6 +509,12 @@ walk AS MATERIALIZED (
                      WHERE f.state = 1 AND f.order_key = h.order_key
                        AND f.endpoint_id = h.endpoint_id AND f.workspace_id = h.workspace_id
                        /*ws f*/)
+    -- Still the lane's head: on Citus the heads come from a statement before, and an earlier
+    -- row of the lane may be ready again since (a settled retry due at once).
+    AND NOT EXISTS (SELECT 1 FROM delivery r
+                     WHERE r.state = 0 AND r.order_key = h.order_key
+                       AND r.endpoint_id = h.endpoint_id AND r.workspace_id = h.workspace_id
+                       AND r.id < h.id /*ws r*/)
     AND (NOT coalesce(ep.enabled AND ep.deleted_at IS NULL, false)
          OR EXISTS (SELECT 1 FROM delivery s
                      WHERE s.state = 2 AND s.order_key = h.order_key

@@ -116,3 +116,19 @@ async fn per_ticket_order_holds_on_the_cluster_with_two_instances() {
     let second = TestApp::spawn_on(db, |c| c.retry_schedule = ordered_retries()).await;
     per_ticket_order_holds(first, second).await;
 }
+
+#[tokio::test]
+async fn an_instance_killed_mid_delivery_on_the_cluster_loses_nothing() {
+    let Some(db) = distributed_database().await else {
+        return;
+    };
+    crate::delivery::failures::killed_mid_delivery_loses_nothing(db).await;
+}
+
+#[tokio::test]
+async fn ingest_is_idempotent_on_the_cluster_with_workers_delivering() {
+    let Some(db) = distributed_database().await else {
+        return;
+    };
+    crate::delivery::signed::ingest_is_idempotent(TestApp::spawn_on(db, |_| {}).await).await;
+}

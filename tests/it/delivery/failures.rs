@@ -165,7 +165,12 @@ pub(crate) async fn wait_ready(port: u16) {
 
 #[tokio::test]
 async fn a_service_killed_mid_delivery_loses_nothing() {
-    let db = deskhook_testkit::TestDatabase::create().await;
+    killed_mid_delivery_loses_nothing(deskhook_testkit::TestDatabase::create().await).await;
+}
+
+/// A `deskhook serve` process on `db` is SIGKILLed while it delivers 300 events; restarted,
+/// it delivers every accepted event, signed.
+pub(crate) async fn killed_mid_delivery_loses_nothing(db: deskhook_testkit::TestDatabase) {
     let pool = db.pool().await;
     let data_dir = std::env::temp_dir().join(format!("deskhook-kill-{}", std::process::id()));
     let port = free_port();

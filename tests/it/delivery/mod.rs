@@ -7,7 +7,7 @@ pub mod isolation;
 mod model;
 mod retention;
 mod scale;
-mod signed;
+pub(crate) mod signed;
 
 use std::time::Duration;
 

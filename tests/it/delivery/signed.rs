@@ -82,7 +82,12 @@ async fn each_product_event_arrives_signed_and_well_formed() {
 
 #[tokio::test]
 async fn ingest_is_idempotent_by_producer_id() {
-    let app = TestApp::spawn().await;
+    ingest_is_idempotent(TestApp::spawn().await).await;
+}
+
+/// Events posted again under their producer ids are answered `duplicate` with the first
+/// event's id, and delivered once.
+pub(crate) async fn ingest_is_idempotent(app: TestApp) {
     let client = Client::new(&app).await;
     let receiver = Receiver::start().await;
     client.endpoint(&receiver, json!({})).await;
