@@ -676,21 +676,14 @@ pub async fn claim_lanes(
             lane_walk!()
         )
     });
-    let claimed = sqlx::query(statement)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(lease_seconds)
-        .bind(cursor.1)
-        .bind(dispatcher)
-        .bind(cursor.2)
-        .bind(cursor.0)
-        .bind(cursor.0)
-        .bind(Vec::<i64>::new())
-        .bind(Vec::<i64>::new())
-        .bind(Vec::<i64>::new())
-        .bind(Utc::now())
-        .bind(lease_token())
-        .fetch_all(pool)
-        .await;
+    let args = LaneArgs {
+        limit,
+        lease_seconds,
+        cursor,
+        dispatcher,
+        heads: &[],
+    };
+    let claimed = args.bind(statement).fetch_all(pool).await;
     lane_claims(claimed)
 }
 
@@ -718,20 +711,20 @@ pub async fn claim_lanes_in(
             "$11",
         )
     });
-    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(walk)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(lease_seconds)
-        .bind(after.0)
-        .bind(dispatcher)
-        .bind(after.1)
-        .bind(workspace_id)
-        .bind(workspace_id)
-        .bind(Vec::<i64>::new())
-        .bind(Vec::<i64>::new())
-        .bind(Vec::<i64>::new())
-        .bind(Utc::now())
+    let mut args = LaneArgs {
+        limit,
+        lease_seconds,
+        cursor: (workspace_id, after.0, after.1),
+        dispatcher,
+        heads: &[],
+    };
+    let heads: Vec<(i64, i64, i64)> = args
+        .bind(walk)
         .fetch_all(pool)
-        .await?;
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
     let next = (heads.len() >= WALK)
         .then(|| heads.last().map(|&(key, _, endpoint)| (key, endpoint)))
         .flatten();
@@ -745,22 +738,41 @@ pub async fn claim_lanes_in(
             "$11",
         )
     });
-    let claimed = sqlx::query(statement)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(lease_seconds)
-        .bind(after.0)
-        .bind(dispatcher)
-        .bind(after.1)
-        .bind(workspace_id)
-        .bind(workspace_id)
-        .bind(heads.iter().map(|h| h.0).collect::<Vec<_>>())
-        .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
-        .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
-        .bind(Utc::now())
-        .bind(lease_token())
-        .fetch_all(pool)
-        .await;
+    args.heads = &heads;
+    let claimed = args.bind(statement).fetch_all(pool).await;
     Ok((lane_claims(claimed)?, next))
+}
+
+/// The lane claim's parameters, `$1`..`$12`, bound in one place for its statements: rows
+/// wanted, lease seconds, the cursor's `order_key`, the dispatcher, the cursor's endpoint, the
+/// workspace (`$6`, for [`confined`]) and the cursor's, the given heads, the time, the lease.
+struct LaneArgs<'a> {
+    limit: usize,
+    lease_seconds: f64,
+    cursor: LaneCursor,
+    dispatcher: i64,
+    heads: &'a [(i64, i64, i64)],
+}
+
+impl LaneArgs<'_> {
+    fn bind<'q>(
+        &self,
+        sql: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
+            .bind(i64::try_from(self.limit).unwrap_or(i64::MAX))
+            .bind(self.lease_seconds)
+            .bind(self.cursor.1)
+            .bind(self.dispatcher)
+            .bind(self.cursor.2)
+            .bind(self.cursor.0)
+            .bind(self.cursor.0)
+            .bind(self.heads.iter().map(|h| h.0).collect::<Vec<_>>())
+            .bind(self.heads.iter().map(|h| h.1).collect::<Vec<_>>())
+            .bind(self.heads.iter().map(|h| h.2).collect::<Vec<_>>())
+            .bind(Utc::now())
+            .bind(lease_token())
+    }
 }
 
 fn lane_claims(claimed: Result<Vec<PgRow>, sqlx::Error>) -> Result<Vec<Claimed>, sqlx::Error> {

@@ -12,5 +12,5 @@ mod faults;
 mod helpdesk;
 mod observability;
 mod ops;
-mod schema;
+pub mod schema;
 mod sla;

@@ -11,6 +11,12 @@ use sqlx::{Connection as _, PgConnection};
 async fn database_before(version: i64) -> PgConnection {
     let db = TestDatabase::create_empty().await;
     let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    apply_before(&mut conn, version).await;
+    conn
+}
+
+/// Applies every migration before `version` to the database behind `conn`.
+pub async fn apply_before(conn: &mut PgConnection, version: i64) {
     let older = sqlx::migrate::Migrator {
         migrations: Cow::Owned(
             MIGRATOR
@@ -23,8 +29,7 @@ async fn database_before(version: i64) -> PgConnection {
         locking: true,
         no_tx: false,
     };
-    older.run(&mut conn).await.expect("older migrations");
-    conn
+    older.run(conn).await.expect("older migrations");
 }
 
 #[tokio::test]

@@ -447,19 +447,7 @@ async fn migrations_added_after_distributing_apply_on_the_cluster() {
     let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
     let first_after = 20_261_205_000_000;
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let older = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            deskhook::database::MIGRATOR
-                .iter()
-                .filter(|m| m.version < first_after)
-                .cloned()
-                .collect(),
-        ),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    };
-    older.run(&mut conn).await.expect("older migrations");
+    crate::schema::apply_before(&mut conn, first_after).await;
     deskhook::database::distribute_url(&url)
         .await
         .expect("distribute");
