@@ -465,13 +465,16 @@ impl Dispatcher {
         match claim::discover(&self.pool).await {
             Ok((tick, ready)) => {
                 let rotation = state.rotation.get_or_insert_with(VecDeque::new);
+                let mut waiting: HashMap<i64, usize> = rotation
+                    .iter()
+                    .enumerate()
+                    .map(|(at, turn)| (turn.workspace_id, at))
+                    .collect();
                 for found in ready {
-                    match rotation
-                        .iter_mut()
-                        .find(|turn| turn.workspace_id == found.workspace_id)
-                    {
-                        Some(turn) => turn.lanes |= found.lanes,
+                    match waiting.get(&found.workspace_id) {
+                        Some(&at) => rotation[at].lanes |= found.lanes,
                         None => {
+                            waiting.insert(found.workspace_id, rotation.len());
                             rotation.push_back(WorkspaceTurn::new(found.workspace_id, found.lanes));
                         }
                     }

@@ -209,6 +209,39 @@ macro_rules! next_slot {
     };
 }
 
+/// The claim's writes, common to the fair and the lane claim: lease the rows of `$rows`
+/// (`id`, `workspace_id`) with the lease id `$lease` for `$secs` seconds to dispatcher
+/// `$dispatcher`, count them per endpoint, and move each endpoint's `claim_seq` and rate slot
+/// on (from `room`). Ends in `claimed`, `per_endpoint` and `paced`.
+macro_rules! lease_and_pace {
+    ($rows:literal, $lease:literal, $secs:literal, $dispatcher:literal) => {
+        concat!(
+            "lease AS MATERIALIZED (SELECT ", $lease, "::bigint AS id, now() + make_interval(secs => ", $secs, ") AS until),
+claimed AS (
+  UPDATE delivery d
+  SET state = 1, attempt = d.attempt + 1, lease_until = k.until, lease_id = k.id,
+      leased_by = ", $dispatcher, "
+  FROM ", $rows, " CROSS JOIN lease k
+  WHERE d.id = ", $rows, ".id AND d.workspace_id = ", $rows, ".workspace_id /*ws d*/
+  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base,
+            d.lease_id, d.order_key
+),
+per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
+pace AS MATERIALIZED (
+  SELECT c.endpoint_id, r.workspace_id, ",
+            next_slot!("r.rate", "r.slot", "c.n"),
+            " AS next
+  FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
+),
+paced AS (
+  UPDATE endpoint_queue q SET claim_seq = q.claim_seq + 1, next_send_at = p.next
+  FROM pace p
+  WHERE q.endpoint_id = p.endpoint_id AND q.workspace_id = p.workspace_id /*ws q*/
+),"
+        )
+    };
+}
+
 /// The walk over endpoints with ready unordered rows: one index probe per endpoint, starting
 /// after the cursor `($19, $14)` (a workspace and an endpoint id). It is recursive, and Citus
 /// runs a recursive CTE only alone in a statement that names one workspace, so the
@@ -378,28 +411,9 @@ chosen AS (
   ORDER BY rn, priority, run_at, id
   LIMIT $12
 ),
-lease AS MATERIALIZED (SELECT $21::bigint AS id, now() + make_interval(secs => $13) AS until),
-claimed AS (
-  UPDATE delivery d
-  SET state = 1, attempt = d.attempt + 1, lease_until = k.until, lease_id = k.id,
-      leased_by = $15
-  FROM chosen CROSS JOIN lease k
-  WHERE d.id = chosen.id AND d.workspace_id = chosen.workspace_id /*ws d*/
-  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base,
-            d.lease_id, d.order_key
-),
-per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
-pace AS MATERIALIZED (
-  SELECT c.endpoint_id, r.workspace_id, ",
-    next_slot!("r.rate", "r.slot", "c.n"),
-    r" AS next
-  FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
-),
-paced AS (
-  UPDATE endpoint_queue q SET claim_seq = q.claim_seq + 1, next_send_at = p.next
-  FROM pace p
-  WHERE q.endpoint_id = p.endpoint_id AND q.workspace_id = p.workspace_id /*ws q*/
-),
+",
+    lease_and_pace!("chosen", "$21", "$13", "$15"),
+    r"
 tidy AS MATERIALIZED (
   SELECT x.id, x.workspace_id, w.gone FROM walk w
   CROSS JOIN LATERAL (
@@ -558,28 +572,9 @@ picked AS MATERIALIZED (
   WHERE d.id = ANY (ARRAY(SELECT id FROM eligible)) AND d.state = 0 /*ws d*/
   FOR UPDATE SKIP LOCKED
 ),
-lease AS MATERIALIZED (SELECT $12::bigint AS id, now() + make_interval(secs => $2) AS until),
-claimed AS (
-  UPDATE delivery d
-  SET state = 1, attempt = d.attempt + 1, lease_until = k.until, lease_id = k.id,
-      leased_by = $4
-  FROM picked CROSS JOIN lease k
-  WHERE d.id = picked.id AND d.workspace_id = picked.workspace_id /*ws d*/
-  RETURNING d.id, d.workspace_id, d.endpoint_id, d.event_id, d.attempt, d.attempt_base,
-            d.lease_id, d.order_key
-),
-per_endpoint AS MATERIALIZED (SELECT endpoint_id, count(*) AS n FROM claimed GROUP BY endpoint_id),
-pace AS MATERIALIZED (
-  SELECT c.endpoint_id, r.workspace_id, ",
-    next_slot!("r.rate", "r.slot", "c.n"),
-    r" AS next
-  FROM per_endpoint c JOIN room r ON r.endpoint_id = c.endpoint_id
-),
-paced AS (
-  UPDATE endpoint_queue q SET claim_seq = q.claim_seq + 1, next_send_at = p.next
-  FROM pace p
-  WHERE q.endpoint_id = p.endpoint_id AND q.workspace_id = p.workspace_id /*ws q*/
-),
+",
+    lease_and_pace!("picked", "$12", "$2", "$4"),
+    r"
 behind AS MATERIALIZED (
   SELECT d.id, d.workspace_id, w.blocked_until FROM walk w
   JOIN delivery d ON d.order_key = w.order_key AND d.endpoint_id = w.endpoint_id
