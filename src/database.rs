@@ -89,9 +89,7 @@ impl Database {
 
     /// The private server's process id (its postmaster), when Deskhook runs one.
     pub fn server_pid(&self) -> Option<u32> {
-        let local = self.local.as_ref()?;
-        let text = std::fs::read_to_string(local.cluster_dir().join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+        self.local.as_ref()?.postmaster_pid()
     }
 
     /// Stops the private server if this process started it.

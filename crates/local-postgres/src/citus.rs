@@ -3,11 +3,16 @@
 //! PostgreSQL. The nodes share one password, so the coordinator reaches its workers as the
 //! same role the service connects with (`pg_dist_authinfo`, set where a database is prepared).
 //!
-//! It only starts and stops servers: creating databases, `CREATE EXTENSION citus` and adding
-//! the workers to a database's metadata take SQL, which the caller runs. It must never start a
-//! node without the extension installed ([`LocalCitus::available`]).
+//! It starts and stops the nodes and makes a database usable on them
+//! ([`LocalCitus::create_database`]: the database on every node, the extension, the nodes'
+//! password and the workers added), so tests and the benchmark prepare a cluster one way. It
+//! never touches the schema: distributing tables is the service's (`deskhook migrate
+//! --distribute`). It must never start a node without the extension installed
+//! ([`LocalCitus::available`]).
 
-use std::{fs, path::Path};
+use std::{fs, path::Path, time::Duration};
+
+use sqlx::{Connection as _, PgConnection};
 
 use crate::{Binaries, Error, LocalPostgres, ServerOptions, cluster, io_err};
 
@@ -74,6 +79,124 @@ impl LocalCitus {
     /// The password every node's role has: what the coordinator's `pg_dist_authinfo` needs.
     pub fn password(&self) -> &str {
         &self.password
+    }
+
+    /// Every node, the coordinator first.
+    pub fn nodes(&self) -> impl Iterator<Item = &LocalPostgres> {
+        std::iter::once(&self.coordinator).chain(&self.workers)
+    }
+
+    /// Creates database `name` on every node with the Citus extension, tells every node the
+    /// cluster's password for reaching the others, and adds the workers to the coordinator's
+    /// metadata. Returns the coordinator's URL for it, as an operator would write it (TLS
+    /// preferred). No table is created: the caller migrates and distributes.
+    ///
+    /// Prepare one database at a time per cluster: the first `CREATE EXTENSION citus` on a
+    /// node turns TLS on there (a reload), and a coordinator adding that node at that moment
+    /// can meet it half-way (the add is retried for that reason).
+    pub async fn create_database(&self, name: &str) -> Result<String, Error> {
+        for node in self.nodes() {
+            let info = node.connect_info();
+            let mut admin = connect(&info.url("postgres")).await?;
+            sql(
+                &format!(r#"CREATE DATABASE "{name}""#),
+                &mut admin,
+                "creating the database",
+            )
+            .await?;
+            admin.close().await.ok();
+            let mut conn = connect(&info.url(name)).await?;
+            sql(
+                "CREATE EXTENSION citus",
+                &mut conn,
+                "creating the Citus extension",
+            )
+            .await?;
+            sqlx::query(
+                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) \
+                 VALUES (0, current_user, 'password=' || $1)",
+            )
+            .bind(&self.password)
+            .execute(&mut conn)
+            .await
+            .map_err(sql_err("storing the nodes' password"))?;
+            conn.close().await.ok();
+        }
+        let coordinator = self.coordinator.connect_info();
+        let mut conn = connect(&coordinator.url(name)).await?;
+        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+            .bind(i32::from(coordinator.port))
+            .execute(&mut conn)
+            .await
+            .map_err(sql_err("naming the coordinator"))?;
+        for worker in &self.workers {
+            let port = i32::from(worker.connect_info().port);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let added = sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+                    .bind(port)
+                    .execute(&mut conn)
+                    .await;
+                match added {
+                    Ok(_) => break,
+                    Err(error) if attempt < 5 => {
+                        tracing::debug!(%error, port, "adding a Citus worker failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(error) => return Err(sql_err("adding a worker")(error)),
+                }
+            }
+        }
+        conn.close().await.ok();
+        Ok(coordinator.url(name))
+    }
+
+    /// Drops database `name` from every node (workers first), if it exists.
+    pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
+        for node in self
+            .workers
+            .iter()
+            .chain(std::iter::once(&self.coordinator))
+        {
+            let mut admin = connect(&node.connect_info().url("postgres")).await?;
+            sql(
+                &format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#),
+                &mut admin,
+                "dropping the database",
+            )
+            .await?;
+            admin.close().await.ok();
+        }
+        Ok(())
+    }
+}
+
+/// A plain-text connection for preparing a node: on loopback, and Citus nodes present a
+/// certificate rustls refuses.
+async fn connect(url: &str) -> Result<PgConnection, Error> {
+    let url = if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    };
+    PgConnection::connect(&url)
+        .await
+        .map_err(sql_err("connecting to a Citus node"))
+}
+
+async fn sql(statement: &str, conn: &mut PgConnection, context: &str) -> Result<(), Error> {
+    sqlx::raw_sql(statement)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(sql_err(context))
+}
+
+fn sql_err(context: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |source| Error::Sql {
+        context: context.to_owned(),
+        source,
     }
 }
 

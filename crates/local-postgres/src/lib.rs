@@ -51,6 +51,14 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// A statement preparing a database on a node failed.
+    #[error("{context}: {source}")]
+    Sql {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: sqlx::Error,
+    },
     /// A command (initdb, useradd, ...) exited unsuccessfully.
     #[error("{command} failed: {output}")]
     Command {
@@ -262,6 +270,13 @@ impl LocalPostgres {
         &self.connect
     }
 
+    /// The server's process id (its postmaster), from its `postmaster.pid`; `None` when it
+    /// is not running.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// The cluster's directory (under the data directory, or a reachable fallback for root).
     pub fn cluster_dir(&self) -> &Path {
         &self.cluster_dir
@@ -294,10 +309,9 @@ impl LocalPostgres {
         if self.watchdog.is_none() {
             return Ok(());
         }
-        let pid_file = self.cluster_dir.join("postmaster.pid");
-        let postmaster = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        let postmaster = self
+            .postmaster_pid()
+            .and_then(|pid| i32::try_from(pid).ok());
         if let Some(pid) = postmaster {
             // SIGQUIT is PostgreSQL's immediate shutdown.
             let _ = nix::sys::signal::kill(

@@ -60,70 +60,46 @@ impl TestDatabase {
     /// every node and the workers added, but no migration applied (the caller migrates it the
     /// way the service does). `None` when the Citus extension is not installed here.
     pub async fn create_on_citus() -> Option<Self> {
-        // One preparation at a time: the first `CREATE EXTENSION citus` on a node turns TLS on
-        // there (a reload), and a coordinator adding that node at the same moment from another
-        // test's database can meet it half-way.
+        // One preparation at a time (`LocalCitus::create_database` says why).
         static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let cluster = citus_cluster()?;
         let _one_at_a_time = PREPARING.lock().await;
-        let coordinator = cluster.coordinator().connect_info();
+        Some(Self::prepare_on(cluster).await)
+    }
+
+    /// A Citus cluster of this test's own (a coordinator and two workers), for a test that
+    /// stops or restarts a node, with a fresh database on it as [`Self::create_on_citus`]
+    /// gives. The cluster stops when the returned [`LocalCitus`] is dropped. `None` when the
+    /// Citus extension is not installed here.
+    pub async fn create_on_private_citus() -> Option<(LocalCitus, Self)> {
+        let binaries = deskhook_local_postgres::Binaries::find().ok()?;
+        if !LocalCitus::available(&binaries) {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "deskhook-citus-{}-{}",
+            std::process::id(),
+            random_suffix()
+        ));
+        let cluster = tokio::task::spawn_blocking(move || LocalCitus::start(&dir, 2))
+            .await
+            .expect("starting a Citus cluster")
+            .unwrap_or_else(|error| {
+                panic!("the Citus extension is installed but the cluster did not start: {error}")
+            });
+        let database = Self::prepare_on(&cluster).await;
+        Some((cluster, database))
+    }
+
+    async fn prepare_on(cluster: &LocalCitus) -> Self {
         let name = format!("test_{}", random_suffix());
-        let nodes = std::iter::once(coordinator)
-            .chain(cluster.workers().iter().map(LocalPostgres::connect_info));
-        for node in nodes {
-            create_database(&plaintext(&node.url("postgres")), &name, None).await;
-            let mut conn = PgConnection::connect(&plaintext(&node.url(&name)))
-                .await
-                .expect("connecting to the new database");
-            sqlx::query("CREATE EXTENSION citus")
-                .execute(&mut conn)
-                .await
-                .expect("creating the Citus extension");
-            // Every node reaches the others as this role, with the cluster's one password.
-            sqlx::query(
-                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) \
-                 VALUES (0, current_user, 'password=' || $1)",
-            )
-            .bind(cluster.password())
-            .execute(&mut conn)
+        let url = cluster
+            .create_database(&name)
             .await
-            .expect("storing the nodes' password");
-            conn.close().await.ok();
-        }
-        let mut conn = PgConnection::connect(&plaintext(&coordinator.url(&name)))
-            .await
-            .expect("connecting to the coordinator");
-        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
-            .bind(i32::from(coordinator.port))
-            .execute(&mut conn)
-            .await
-            .expect("naming the coordinator");
-        for worker in cluster.workers() {
-            // A node whose TLS was just turned on may refuse the first connection: try again.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let added = sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
-                    .bind(i32::from(worker.connect_info().port))
-                    .execute(&mut conn)
-                    .await;
-                match added {
-                    Ok(_) => break,
-                    Err(error) if attempt < 5 => {
-                        eprintln!("adding a Citus worker failed ({error}); trying again");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                    Err(error) => panic!("adding a worker: {error}"),
-                }
-            }
-        }
-        conn.close().await.ok();
+            .unwrap_or_else(|error| panic!("preparing a database on the Citus cluster: {error}"));
         // The service gets the URL as an operator would write it (TLS preferred), so it meets
         // the node's certificate the way it would in production.
-        Some(Self {
-            url: coordinator.url(&name),
-            name,
-        })
+        Self { url, name }
     }
 
     /// A pool on this database.

@@ -1,11 +1,16 @@
 //! The delivery suite's core on the cluster, with every role running: the claim, the settle,
 //! the retries and the lease reaper, each statement on the shard of one workspace.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use serde_json::json;
 
-use super::distributed_database;
+use deskhook_testkit::TestDatabase;
+
+use super::{distributed_database, migrate_and_distribute, skipped_without_citus};
 use crate::{
     delivery::{
         Client, event,
@@ -131,4 +136,70 @@ async fn ingest_is_idempotent_on_the_cluster_with_workers_delivering() {
         return;
     };
     crate::delivery::signed::ingest_is_idempotent(TestApp::spawn_on(db, |_| {}).await).await;
+}
+
+#[tokio::test]
+async fn each_worker_node_restarted_under_ingest_loses_no_accepted_event() {
+    // A cluster of its own: restarting the shared cluster's nodes would disturb other tests.
+    let Some((mut cluster, db)) =
+        skipped_without_citus(TestDatabase::create_on_private_citus().await)
+    else {
+        return;
+    };
+    migrate_and_distribute(&db).await;
+    let app = TestApp::spawn_on(db, |c| {
+        c.retry_schedule = "100ms,200ms,500ms,1s,1s,1s,1s".parse().expect("schedule");
+    })
+    .await;
+    let client = Client::new(&app).await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(5));
+    client.endpoint(&receiver, json!({})).await;
+
+    // Both workers in turn, so whichever holds this workspace's shard is restarted while
+    // events are being accepted and delivered.
+    let mut accepted = HashSet::new();
+    let mut restarted = 0;
+    for batch in 0..9 {
+        if batch == 3 || batch == 6 {
+            let worker = restarted;
+            cluster = tokio::task::spawn_blocking(move || {
+                cluster
+                    .worker_mut(worker)
+                    .expect("worker")
+                    .restart()
+                    .expect("restarting a worker");
+                cluster
+            })
+            .await
+            .expect("join");
+            restarted += 1;
+        }
+        // Right after a restart the first requests may fail (a 5xx): a producer retries until
+        // accepted, as it would against any service; only 202s count as accepted.
+        crate::faults::produce(
+            &client,
+            &format!("w{batch}"),
+            20,
+            "ticket.updated",
+            &mut accepted,
+        )
+        .await;
+    }
+    assert_eq!(restarted, 2);
+    assert_eq!(accepted.len(), 180);
+    let received = receiver
+        .wait_until(Duration::from_secs(60), |r| {
+            let delivered: HashSet<String> = r
+                .iter()
+                .filter(|r| r.answered < 300)
+                .map(|r| r.event_id())
+                .collect();
+            accepted.iter().all(|id| delivered.contains(id))
+        })
+        .await;
+    assert!(
+        received.iter().all(|r| r.verified_by == [0]),
+        "every delivery is signed with the endpoint's secret"
+    );
 }

@@ -19,8 +19,12 @@ use crate::{
 
 /// A fresh database on the Citus cluster, or `None` (with a note) where Citus is missing.
 async fn citus_database() -> Option<TestDatabase> {
-    let db = TestDatabase::create_on_citus().await;
-    if db.is_none() {
+    skipped_without_citus(TestDatabase::create_on_citus().await)
+}
+
+/// `prepared`, or a note that the test is skipped (a failure when CI requires Citus).
+fn skipped_without_citus<T>(prepared: Option<T>) -> Option<T> {
+    if prepared.is_none() {
         assert!(
             std::env::var_os("DESKHOOK_REQUIRE_CITUS").is_none(),
             "DESKHOOK_REQUIRE_CITUS is set but the Citus extension is not installed \
@@ -28,7 +32,7 @@ async fn citus_database() -> Option<TestDatabase> {
         );
         eprintln!("skipped: the Citus extension is not installed");
     }
-    db
+    prepared
 }
 
 #[tokio::test]
@@ -153,6 +157,12 @@ async fn ingest_on_the_distributed_schema_draws_ids_on_each_node_without_collisi
 /// --distribute` leaves it.
 async fn distributed_database() -> Option<TestDatabase> {
     let db = citus_database().await?;
+    migrate_and_distribute(&db).await;
+    Some(db)
+}
+
+/// What `deskhook migrate --distribute` does to `db`.
+async fn migrate_and_distribute(db: &TestDatabase) {
     let url = deskhook::database::prefer_tls_or_plaintext(db.url.clone()).await;
     deskhook::database::migrate_url(&url)
         .await
@@ -160,7 +170,6 @@ async fn distributed_database() -> Option<TestDatabase> {
     deskhook::database::distribute_url(&url)
         .await
         .expect("distribute");
-    Some(db)
 }
 
 /// An instance on a distributed database running `roles`.
