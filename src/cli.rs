@@ -181,6 +181,10 @@ struct BenchArgs {
     /// Runs per scenario; the report gives medians.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+    /// Also run each scenario on a private Citus cluster (a coordinator and two workers) and
+    /// report both (steady, fanout and many-endpoints; needs the Citus extension).
+    #[arg(long)]
+    citus: bool,
     #[command(flatten)]
     database: DatabaseArgs,
 }
@@ -372,6 +376,7 @@ pub fn main() -> ExitCode {
                     quick: args.quick,
                     runs: args.runs,
                     database: args.database.settings(),
+                    citus: args.citus,
                 })
                 .await
             }

@@ -7,6 +7,11 @@
 //! through the public HTTP API, and prints a table plus one JSON line per scenario. Every loop
 //! is bounded in count and time, and all traffic stays on 127.0.0.1.
 //!
+//! With `--citus` it also starts a Citus cluster of its own (a coordinator and two workers on
+//! loopback, from the system's server binaries with the extension installed) and runs each
+//! selected scenario on the single server and then on the cluster, distributed as `deskhook
+//! migrate --distribute` leaves it, so one report compares the two on the same machine.
+//!
 //! It measures; it never asserts a speed. CI runs `--quick` to prove it still works.
 
 mod claims;
@@ -22,11 +27,12 @@ use std::{
 };
 
 use anyhow::Context as _;
+use deskhook_local_postgres::LocalCitus;
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::database::{Database, DatabaseSettings};
-pub use scenarios::SCENARIOS;
+pub use scenarios::{CITUS_SCENARIOS, SCENARIOS};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub struct BenchOptions {
     pub runs: u32,
     /// Where the database is.
     pub database: DatabaseSettings,
+    /// Also run each scenario on a private Citus cluster (only [`CITUS_SCENARIOS`]).
+    pub citus: bool,
 }
 
 /// The operator key the benchmark's service instances use.
@@ -53,48 +61,203 @@ const SECRET_KEY: [u8; 32] = [
 
 /// Runs the benchmark and prints its report.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let offered = if options.citus {
+        CITUS_SCENARIOS
+    } else {
+        SCENARIOS
+    };
     let selected: Vec<&str> = if options.scenarios.is_empty() {
-        SCENARIOS.to_vec()
+        offered.to_vec()
     } else {
         for name in &options.scenarios {
             anyhow::ensure!(
-                SCENARIOS.contains(&name.as_str()),
-                "unknown scenario `{name}`; expected one of {}",
-                SCENARIOS.join(", ")
+                offered.contains(&name.as_str()),
+                "{} scenario `{name}`; expected one of {}",
+                if options.citus && SCENARIOS.contains(&name.as_str()) {
+                    "--citus does not run"
+                } else {
+                    "unknown"
+                },
+                offered.join(", ")
             );
         }
-        SCENARIOS
+        offered
             .iter()
             .copied()
             .filter(|s| options.scenarios.iter().any(|n| n == s))
             .collect()
     };
     let database = Database::open(options.database.clone()).await?;
+    let cluster = if options.citus {
+        match start_citus(&options.database).await {
+            Ok(cluster) => Some(cluster),
+            Err(error) => {
+                database.close().await;
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
     let server_url = server_url(database.url());
-    let postgres_pid = database.server_pid();
+    let single = Target::Single {
+        server: &server_url,
+        pid: database.server_pid(),
+    };
     let result = async {
         let ceiling = sql_ceiling(&server_url, options.quick).await?;
         eprintln!("SQL ceiling (batched insert/claim/delete, 4 connections): {ceiling:.0} jobs/s");
         let mut reports = Vec::new();
         for scenario in selected {
-            let mut runs = Vec::new();
+            let targets: Vec<Target<'_>> = std::iter::once(single)
+                .chain(cluster.as_ref().map(Target::Citus))
+                .collect();
+            // Runs alternate between the targets, so both meet the same machine noise.
+            let mut runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
             for run in 0..options.runs.max(1) {
-                eprintln!("running {scenario} ({}/{})", run + 1, options.runs.max(1));
-                let report = run_scenario(scenario, &options, &server_url, postgres_pid, ceiling)
-                    .await
-                    .with_context(|| format!("scenario {scenario}"))?;
-                runs.push(report);
+                for (target, runs) in targets.iter().zip(&mut runs) {
+                    eprintln!(
+                        "running {scenario}{} ({}/{})",
+                        target.suffix(),
+                        run + 1,
+                        options.runs.max(1)
+                    );
+                    let report = run_scenario(scenario, &options, *target, ceiling)
+                        .await
+                        .with_context(|| format!("scenario {scenario}{}", target.suffix()))?;
+                    runs.push(report);
+                }
             }
-            let report = scenarios::median_report(runs);
-            println!("{}", serde_json::to_string(&report)?);
-            reports.push(report);
+            let mut medians = runs.into_iter().map(scenarios::median_report);
+            let single_report = medians.next().context("no run")?;
+            println!("{}", serde_json::to_string(&single_report)?);
+            let citus_report = medians
+                .next()
+                .map(|report| on_citus(report, &single_report));
+            reports.push(single_report);
+            if let Some(report) = citus_report {
+                println!("{}", serde_json::to_string(&report)?);
+                reports.push(report);
+            }
         }
         print_table(&reports, ceiling);
         anyhow::Ok(())
     }
     .await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+    }
     database.close().await;
     result
+}
+
+/// Where a scenario's database lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// One server: `postgres://user:pass@host:port`, and its postmaster when it is ours.
+    Single { server: &'a str, pid: Option<u32> },
+    /// The bench's own Citus cluster.
+    Citus(&'a LocalCitus),
+}
+
+impl Target<'_> {
+    /// What a report's scenario name gets on this target.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Single { .. } => "",
+            Self::Citus(_) => "@citus",
+        }
+    }
+
+    /// A fresh database `name`, migrated (and on Citus distributed) as `deskhook migrate`
+    /// leaves it; returns its URL.
+    pub(crate) async fn fresh_database(self, name: &str) -> anyhow::Result<String> {
+        let url = match self {
+            Self::Single { server, .. } => {
+                recreate_database(server, name).await?;
+                format!("{server}/{name}")
+            }
+            Self::Citus(cluster) => {
+                cluster.drop_database(name).await?;
+                let url = cluster.create_database(name).await?;
+                crate::database::prefer_tls_or_plaintext(url).await
+            }
+        };
+        crate::database::migrate_url(&url).await?;
+        if let Self::Citus(_) = self {
+            crate::database::distribute_url(&url).await?;
+        }
+        Ok(url)
+    }
+
+    async fn drop_database(self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Single { server, .. } => drop_database(server, name).await,
+            Self::Citus(cluster) => Ok(cluster.drop_database(name).await?),
+        }
+    }
+
+    /// CPU seconds used so far by every PostgreSQL process of the target (every node's
+    /// postmaster and its children); `None` when the server is not ours to see.
+    pub(crate) fn postgres_cpu_seconds(self) -> Option<f64> {
+        match self {
+            Self::Single { pid, .. } => pid.map(measure::cpu_seconds_tree),
+            Self::Citus(cluster) => Some(
+                cluster
+                    .nodes()
+                    .filter_map(deskhook_local_postgres::LocalPostgres::postmaster_pid)
+                    .map(measure::cpu_seconds_tree)
+                    .sum(),
+            ),
+        }
+    }
+}
+
+/// Starts the bench's Citus cluster (a coordinator and two workers) under the data directory.
+async fn start_citus(settings: &DatabaseSettings) -> anyhow::Result<LocalCitus> {
+    let dir = settings.data_dir.join("bench-citus");
+    let bin = settings.postgres_bin.clone();
+    tokio::task::spawn_blocking(move || {
+        let binaries = match bin {
+            Some(dir) => deskhook_local_postgres::Binaries::in_dir(&dir)?,
+            None => deskhook_local_postgres::Binaries::find()?,
+        };
+        anyhow::ensure!(
+            LocalCitus::available(&binaries),
+            "--citus needs the Citus extension in these PostgreSQL server binaries \
+             (install it with ../shared/citus/install)"
+        );
+        eprintln!(
+            "starting a Citus cluster (a coordinator and 2 workers) in {}",
+            dir.display()
+        );
+        Ok(LocalCitus::start(&dir, 2)?)
+    })
+    .await?
+}
+
+/// The Citus run's report, named `<scenario>@citus`, with the single server's figure beside it.
+fn on_citus(mut report: Value, single: &Value) -> Value {
+    let name = report["scenario"].as_str().unwrap_or_default().to_owned();
+    report["scenario"] = json!(format!("{name}@citus"));
+    let citus_rate = report["deliveries_per_s"].as_f64();
+    let single_rate = single["deliveries_per_s"].as_f64();
+    report["single_server_deliveries_per_s"] = json!(single_rate);
+    report["citus_to_single_ratio"] = json!(
+        citus_rate
+            .zip(single_rate)
+            .filter(|(_, single)| *single > 0.0)
+            .map(|(citus, single)| citus / single)
+    );
+    report["nodes"] = json!(3);
+    // pg_stat_database and pg_stat_statements are per node; the workers' share of the work
+    // is in the PostgreSQL CPU figure, which sums every node.
+    let counted = "commits, statements and WAL are the coordinator's alone";
+    report["note"] = match report["note"].as_str() {
+        Some(note) => json!(format!("{note}; {counted}")),
+        None => json!(counted),
+    };
+    report
 }
 
 /// `postgres://user:pass@host:port` of the server behind a database URL.
@@ -315,19 +478,10 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// Migrates `database` and creates the workspace; the service itself starts in
-    /// [`Service::start`], after any seeding.
-    pub(crate) async fn prepare(
-        server: &str,
-        database: &str,
-    ) -> anyhow::Result<(PgPool, i64, String)> {
-        recreate_database(server, database).await?;
-        let url = format!("{server}/{database}");
-        crate::database::migrate_url(&url).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await?;
+    /// Creates the workspace in a fresh database ([`Target::fresh_database`]); the service
+    /// itself starts in [`Service::start`], after any seeding.
+    pub(crate) async fn prepare(url: &str) -> anyhow::Result<(PgPool, i64, String)> {
+        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
         // Statement counts come from pg_stat_statements when the server preloads it.
         let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .execute(&pool)
@@ -346,13 +500,12 @@ impl Service {
 
     /// Starts `deskhook serve` (every role) on the prepared database.
     pub(crate) async fn start(
-        server: &str,
-        database: &str,
+        database_url: &str,
         prepared: (PgPool, i64, String),
         retry_schedule: &str,
     ) -> anyhow::Result<Self> {
         let (pool, workspace_id, key) = prepared;
-        let database_url = format!("{server}/{database}");
+        let database_url = database_url.to_owned();
         let primary = Instance::spawn(&database_url, retry_schedule, "api,workers,timers").await?;
         Ok(Self {
             base: primary.base.clone(),
@@ -437,21 +590,19 @@ impl Service {
 async fn run_scenario(
     scenario: &str,
     options: &BenchOptions,
-    server: &str,
-    postgres_pid: Option<u32>,
+    target: Target<'_>,
     ceiling: f64,
 ) -> anyhow::Result<Value> {
     // Database names keep to identifier characters (`many-endpoints` has a dash).
     let database = format!("deskhook_bench_{}", scenario.replace('-', "_"));
     let context = scenarios::Context {
         options,
-        server,
+        target,
         database: &database,
-        postgres_pid,
         ceiling,
     };
     let result = scenarios::run(scenario, &context).await;
-    drop_database(server, &database).await.ok();
+    target.drop_database(&database).await.ok();
     result
 }
 

@@ -15,7 +15,7 @@ use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use serde_json::{Value, json};
 
 use super::{
-    BenchOptions, SECRET_KEY, Service,
+    BenchOptions, SECRET_KEY, Service, Target,
     claims::{self, ClaimTime},
     measure::{self, DbCounters},
     recorder::Recorder,
@@ -38,6 +38,10 @@ pub const SCENARIOS: &[&str] = &[
     "ratelimited",
     "instances",
 ];
+
+/// The scenarios `--citus` runs on the cluster too: the throughput ones whose tables are all
+/// distributed by workspace.
+pub const CITUS_SCENARIOS: &[&str] = &["steady", "fanout", "many-endpoints"];
 
 /// A retry schedule for scenarios where nothing should fail.
 const DEFAULT_SCHEDULE: &str = "5s,30s,2m";
@@ -101,11 +105,10 @@ fn sized(options: &BenchOptions, full: u64, fast: u64) -> u64 {
 /// Where a scenario runs and what its report is compared with.
 pub(super) struct Context<'a> {
     pub options: &'a BenchOptions,
-    /// `postgres://user:pass@host:port` of the server.
-    pub server: &'a str,
+    /// The server or cluster that holds the scenario's database.
+    pub target: Target<'a>,
     /// The scenario's database (recreated by every run).
     pub database: &'a str,
-    pub postgres_pid: Option<u32>,
     /// The SQL ceiling measured at the start.
     pub ceiling: f64,
 }
@@ -128,7 +131,8 @@ async fn run_once(
     let options = context.options;
     let quick = options.quick;
     let events = |full: u64, fast: u64| sized(options, full, fast);
-    let prepared = Service::prepare(context.server, context.database).await?;
+    let database_url = context.target.fresh_database(context.database).await?;
+    let prepared = Service::prepare(&database_url).await?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let schedule = if scenario == "flaky" {
         FLAKY_SCHEDULE
@@ -161,7 +165,7 @@ async fn run_once(
         seeded.insert("seeded_disabled_endpoints".into(), json!(disabled));
     }
 
-    let mut service = Service::start(context.server, context.database, prepared, schedule).await?;
+    let mut service = Service::start(&database_url, prepared, schedule).await?;
     if let Err(error) = service.add_workers(extra_workers).await {
         service.stop().await;
         return Err(error);
@@ -169,7 +173,7 @@ async fn run_once(
     let before = measure::db_counters(&service.pool).await;
     let claims_before = claims::read(&service.pool).await;
     let service_cpu = service_cpu_seconds(&service);
-    let postgres_cpu = context.postgres_pid.map(measure::cpu_seconds_tree);
+    let postgres_cpu = context.target.postgres_cpu_seconds();
 
     let measured = match scenario {
         "steady" | "many-endpoints" => {
@@ -244,8 +248,8 @@ async fn run_once(
         claims_after: claims::read(&service.pool).await,
         service_cpu: service_cpu_seconds(&service) - service_cpu,
         postgres_cpu: context
-            .postgres_pid
-            .map(measure::cpu_seconds_tree)
+            .target
+            .postgres_cpu_seconds()
             .zip(postgres_cpu)
             .map(|(a, b)| a - b),
         peak_rss_mb: service.pids().into_iter().map(measure::peak_rss_mb).sum(),
