@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{self, Scope},
-    config::{self, Config, LogFormat, RateLimit, RetrySchedule, Roles},
+    config::{self, Config, ConnectionLimits, LogFormat, RateLimit, RetrySchedule, Roles},
     database::{self, DatabaseSettings},
     ids::{self, Kind},
+    secret_box::SecretBox,
     telemetry,
-    webhooks::SecretBox,
 };
 
 /// Deskhook: webhook delivery for helpdesks.
@@ -123,7 +123,7 @@ fn secret_box(
             let (key, created) = SecretBox::key_file(data_dir)?;
             if created {
                 tracing::warn!(
-                    path = %data_dir.join(crate::webhooks::secret_box::KEY_FILE).display(),
+                    path = %data_dir.join(crate::secret_box::KEY_FILE).display(),
                     "generated a key to encrypt webhook secrets at rest; back it up, or set DESKHOOK_SECRET_KEY"
                 );
             }
@@ -434,7 +434,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         worker_concurrency: args.worker_concurrency as usize,
         claim_batch: args.claim_batch as usize,
         shutdown_timeout: args.shutdown_timeout,
-        connections: crate::http::serve::ConnectionLimits {
+        connections: ConnectionLimits {
             max_connections: args.max_connections,
             header_read_timeout: args.header_read_timeout,
             drain_timeout: args.shutdown_timeout,

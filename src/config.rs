@@ -9,6 +9,17 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use ipnet::IpNet;
 
+/// Connection limits (settings `DESKHOOK_MAX_CONNECTIONS`, `DESKHOOK_HEADER_READ_TIMEOUT`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long open connections may finish their requests after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
 /// The parts of Deskhook one instance runs (`--roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -219,7 +230,7 @@ pub struct Config {
     /// How long in-flight work may take to finish on shutdown.
     pub shutdown_timeout: Duration,
     /// Open HTTP connections at most, and how long clients may take to send headers.
-    pub connections: crate::http::serve::ConnectionLimits,
+    pub connections: ConnectionLimits,
     /// How long one HTTP request may take, body and answer included (408 after).
     pub request_timeout: Duration,
     /// API requests per minute per key.
@@ -231,7 +242,7 @@ pub struct Config {
     /// How long history is kept.
     pub retention: Duration,
     /// The operator key that encrypts endpoint secrets at rest.
-    pub secret_box: crate::webhooks::SecretBox,
+    pub secret_box: crate::secret_box::SecretBox,
 }
 
 impl fmt::Debug for Config {
@@ -280,7 +291,7 @@ impl Config {
             worker_concurrency: 64,
             claim_batch: 200,
             shutdown_timeout: Duration::from_secs(20),
-            connections: crate::http::serve::ConnectionLimits {
+            connections: ConnectionLimits {
                 max_connections: 4_096,
                 header_read_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(20),
@@ -290,7 +301,7 @@ impl Config {
             migrate_on_start: true,
             queue_synchronous_commit: false,
             retention: Duration::from_secs(30 * 86_400),
-            secret_box: crate::webhooks::SecretBox::random(),
+            secret_box: crate::secret_box::SecretBox::random(),
         }
     }
 }

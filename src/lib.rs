@@ -35,9 +35,11 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod queue;
+pub mod secret_box;
 pub mod server;
 pub mod signing;
 pub mod sla;
+pub mod ssrf;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -23,11 +23,11 @@ use crate::{
     delivery::{
         client::DeliveryClient,
         dispatcher::{Dispatcher, DispatcherConfig, TargetCache, run_lease_reaper},
-        ssrf::AddressGuard,
     },
     http::{self, AppState, rate_limit::RateLimiter},
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
+    ssrf::AddressGuard,
 };
 
 /// Runs an instance until `shutdown` is cancelled. The caller owns the listener (tests bind

@@ -4,7 +4,10 @@
 //! The check reads code lines (comments and doc comments are prose and may name anything) for
 //! paths such as `axum::` or `crate::http`, so it needs no build graph and runs in a blink.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
 
 /// Where a rule applies, what may not appear there, and why.
 struct Rule {
@@ -134,5 +137,121 @@ fn no_module_reaches_where_the_architecture_forbids() {
         broken.is_empty(),
         "forbidden arrows:\n{}",
         broken.join("\n")
+    );
+}
+
+/// The top-level modules of `src/` (a directory or a file beside `lib.rs`) and the others each
+/// one's code names: `crate::name` paths and the names in `use crate::{...}` groups.
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let modules: BTreeSet<String> = std::fs::read_dir(src)
+        .expect("src")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path.file_stem()?.to_str()?.to_owned();
+            (path.is_dir() || path.extension().is_some_and(|e| e == "rs"))
+                .then_some(name)
+                .filter(|name| name != "lib" && name != "main")
+        })
+        .collect();
+    let mut graph = BTreeMap::new();
+    for module in &modules {
+        let mut files = Vec::new();
+        let dir = src.join(module);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+        let file = src.join(format!("{module}.rs"));
+        if file.is_file() {
+            files.push(file);
+        }
+        let mut names = BTreeSet::new();
+        for file in files {
+            let code: Vec<String> = code_lines(&file).into_iter().map(|(_, l)| l).collect();
+            names.extend(crate_paths(&code.join(" ")));
+        }
+        names.retain(|name| name != module && modules.contains(name));
+        graph.insert(module.clone(), names);
+    }
+    graph
+}
+
+/// The first segment of every `crate::` path in `code`, groups included.
+fn crate_paths(code: &str) -> Vec<String> {
+    let identifier = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Top-level names of the group: those after `{` or a `,` at depth zero.
+            let mut depth = 0;
+            let mut expect_name = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => expect_name = true,
+                    c if expect_name && !c.is_whitespace() => {
+                        names.push(identifier(&group[i..]));
+                        expect_name = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            names.push(identifier(rest));
+        }
+    }
+    names
+}
+
+/// A cycle through `start` in `graph`, if there is one, as the modules along it.
+fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    fn walk(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        start: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        let here = path.last().expect("a path").clone();
+        for next in graph.get(&here).into_iter().flatten() {
+            if next == start {
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if walk(graph, start, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_owned()];
+    walk(graph, start, &mut path, &mut BTreeSet::new()).then(|| {
+        path.push(start.to_owned());
+        path
+    })
+}
+
+#[test]
+fn the_modules_of_src_import_each_other_without_a_cycle() {
+    let graph = module_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(graph.len() > 10, "found only {graph:?}");
+    let cycles: Vec<String> = graph
+        .keys()
+        .filter_map(|module| cycle_from(&graph, module))
+        .map(|cycle| cycle.join(" -> "))
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "import cycles between the modules of src/ (each module should be a layer \
+         over the ones it names):\n{}",
+        cycles.join("\n")
     );
 }

@@ -765,7 +765,7 @@ async fn create_endpoint_direct(
         max_in_flight: Some(max_in_flight),
         ..crate::webhooks::EndpointSettings::default()
     };
-    let secret_box = crate::webhooks::SecretBox::new(SECRET_KEY);
+    let secret_box = crate::secret_box::SecretBox::new(SECRET_KEY);
     let (endpoint, _) = crate::webhooks::create(pool, &secret_box, workspace_id, &settings).await?;
     Ok(endpoint.key)
 }

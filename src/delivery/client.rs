@@ -1,6 +1,6 @@
 //! The outbound HTTP client: one keep-alive pool for every endpoint, a per-attempt timeout, no
 //! redirects, responses read up to a cap, and every connection vetted by the
-//! [`AddressGuard`](super::ssrf::AddressGuard) after DNS resolution.
+//! [`AddressGuard`](crate::ssrf::AddressGuard) after DNS resolution.
 //!
 //! This is the only place Deskhook makes outbound requests.
 
@@ -17,7 +17,7 @@ use reqwest::{
     redirect,
 };
 
-use super::ssrf::{AddressGuard, Refused};
+use crate::ssrf::{AddressGuard, Refused};
 
 /// How much of a response body is kept for the attempt log.
 pub const RESPONSE_SNIPPET_BYTES: usize = 4096;

@@ -47,8 +47,9 @@ use crate::{
     ids::{self, Kind},
     metrics::{Metrics, status_class},
     queue::{self, Claimed, Settlement, Verdict, Wakeup, claim, cycle},
+    secret_box::SecretBox,
     signing,
-    webhooks::{self, SecretBox, Target},
+    webhooks::{self, Target},
 };
 
 /// How long endpoint settings (URL, secrets, headers) are cached by the dispatcher. A change

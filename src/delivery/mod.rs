@@ -7,4 +7,3 @@
 pub mod client;
 pub mod dispatcher;
 pub mod retry;
-pub mod ssrf;

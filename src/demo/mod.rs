@@ -27,8 +27,8 @@ use crate::{
     config::{Config, RetrySchedule},
     database::{self, DatabaseSettings},
     ids::{self, Kind},
+    secret_box::SecretBox,
     signing::SigningSecret,
-    webhooks::SecretBox,
 };
 use receiver::{Arrival, Receiver};
 

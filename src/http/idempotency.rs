@@ -43,7 +43,7 @@ use sqlx::PgPool;
 use tracing::Instrument as _;
 
 use super::{ApiError, AppState, ErrorCode, error::body_error};
-use crate::{auth::Principal, webhooks::SecretBox};
+use crate::{auth::Principal, secret_box::SecretBox};
 
 /// The request header.
 pub const KEY_HEADER: &str = "idempotency-key";
@@ -354,7 +354,7 @@ mod store {
     use sqlx::PgPool;
 
     use super::{LEASE_SECONDS, RETENTION_HOURS};
-    use crate::{http::ApiError, webhooks::SecretBox};
+    use crate::{http::ApiError, secret_box::SecretBox};
 
     /// A stored answer.
     pub(super) struct Answer {
@@ -427,7 +427,7 @@ mod store {
         };
         let body = match body {
             Some(body) if sealed => secret_box
-                .open_bytes(&body, &crate::webhooks::SealedFor::idempotent_answer(api_key_id, key))
+                .open_bytes(&body, &crate::secret_box::SealedFor::idempotent_answer(api_key_id, key))
                 .map_err(|_| {
                 ApiError::conflict(
                     "The first answer to this Idempotency-Key cannot be read with the current secret keys",
@@ -463,7 +463,7 @@ mod store {
         .bind(&answer.headers)
         .bind(secret_box.seal_bytes(
             &answer.body,
-            &crate::webhooks::SealedFor::idempotent_answer(api_key_id, key),
+            &crate::secret_box::SealedFor::idempotent_answer(api_key_id, key),
         ))
         .execute(pool)
         .await?;

@@ -37,9 +37,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::Authenticator,
     config::Config,
-    delivery::{dispatcher::TargetCache, ssrf::AddressGuard},
+    delivery::dispatcher::TargetCache,
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
+    ssrf::AddressGuard,
 };
 pub use error::{ApiError, ErrorCode};
 

@@ -17,16 +17,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Connection limits (settings `DESKHOOK_MAX_CONNECTIONS`, `DESKHOOK_HEADER_READ_TIMEOUT`).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Open connections at most.
-    pub max_connections: usize,
-    /// How long a client may take to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// How long open connections may finish their requests after shutdown begins.
-    pub drain_timeout: Duration,
-}
+use crate::config::ConnectionLimits;
 
 /// Serves `router` on `listener` until `shutdown`, then lets open requests finish (bounded).
 pub async fn serve(

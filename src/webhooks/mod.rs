@@ -7,8 +7,6 @@
 //! it calls the queue (`queue::claim`) in the same transaction to register, park, unpark or end
 //! the endpoint's deliveries.
 
-pub mod secret_box;
-
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -17,13 +15,13 @@ use serde_json::{Map, Value};
 use sqlx::{PgExecutor, PgPool};
 use url::Url;
 
+use crate::secret_box::{SealedFor, SecretBox, SecretBoxError};
 use crate::{
-    delivery::ssrf::AddressGuard,
     events,
     ids::{self, Kind},
     signing::SigningSecret,
+    ssrf::AddressGuard,
 };
-pub use secret_box::{SealedFor, SecretBox, SecretBoxError};
 
 /// What an endpoint operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -920,7 +918,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::delivery::ssrf::forbidden_class;
+    use crate::ssrf::forbidden_class;
 
     proptest! {
         /// However an IPv4 literal is written in a URL (dotted, one decimal number, hex, octal,

@@ -182,9 +182,9 @@ async fn a_secret_no_key_opens_fails_only_its_own_endpoint_and_ends_dead() {
     let broken_key = ids::decode(Kind::Webhook, &broken_id).expect("key");
     sqlx::query("UPDATE endpoint_secret SET ciphertext = $2 WHERE endpoint_id = $1")
         .bind(broken_key)
-        .bind(deskhook::webhooks::SecretBox::new([9; 32]).seal(
+        .bind(deskhook::secret_box::SecretBox::new([9; 32]).seal(
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            &deskhook::webhooks::SealedFor::endpoint_secret(broken_key),
+            &deskhook::secret_box::SealedFor::endpoint_secret(broken_key),
         ))
         .execute(&app.pool)
         .await
@@ -349,7 +349,7 @@ async fn an_event_with_a_nul_character_is_refused_by_field_and_the_rest_still_fl
 async fn custom_header_values_are_sealed_at_rest_and_shown_to_admin_keys_only() {
     let key: [u8; 32] = rand::random();
     let app = TestApp::spawn_with(|config| {
-        config.secret_box = deskhook::webhooks::SecretBox::new(key);
+        config.secret_box = deskhook::secret_box::SecretBox::new(key);
     })
     .await;
     let admin = Client::new(&app).await;
@@ -421,10 +421,12 @@ async fn custom_header_values_are_sealed_at_rest_and_shown_to_admin_keys_only() 
     .execute(&app.pool)
     .await
     .expect("legacy row");
-    let sealed =
-        deskhook::webhooks::seal_clear_headers(&app.pool, &deskhook::webhooks::SecretBox::new(key))
-            .await
-            .expect("seal");
+    let sealed = deskhook::webhooks::seal_clear_headers(
+        &app.pool,
+        &deskhook::secret_box::SecretBox::new(key),
+    )
+    .await
+    .expect("seal");
     assert_eq!(sealed, 1);
     let clear: i64 =
         sqlx::query_scalar("SELECT count(*) FROM endpoint e WHERE e::text LIKE '%clear-old%'")

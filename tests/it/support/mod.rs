@@ -62,8 +62,8 @@ impl TestApp {
         config.allow_networks = deskhook::config::parse_networks("127.0.0.1/32").expect("cidr");
         config.rate_limit = deskhook::config::RateLimit::Off;
         // Every instance of a deployment shares the operator key.
-        config.secret_box = deskhook::webhooks::SecretBox::new(
-            deskhook::webhooks::SecretBox::parse_key(OPERATOR_KEY).expect("key"),
+        config.secret_box = deskhook::secret_box::SecretBox::new(
+            deskhook::secret_box::SecretBox::parse_key(OPERATOR_KEY).expect("key"),
         );
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

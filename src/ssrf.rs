@@ -9,6 +9,10 @@
 //!
 //! Names are checked after resolution, in the HTTP client's resolver, so a name cannot be
 //! re-pointed at an internal address between a check and the connection.
+//!
+//! A leaf: endpoint validation (`webhooks`) and the delivery client both use it, and the
+//! server builds the one guard from the settings. It must never resolve a name, open a
+//! connection or import another module of the crate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

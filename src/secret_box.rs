@@ -19,6 +19,9 @@
 //! previous key opened ([`SecretBox::is_current`]). The key file is never overwritten: an
 //! unreadable or damaged one stops the process, since every secret sealed under it would be
 //! lost with it.
+//!
+//! A leaf: the configuration holds the ring and the server hands it to the API and the workers.
+//! It must never log a key or an opened value, nor import another module of the crate.
 
 use std::{fmt, io, path::Path};
 
