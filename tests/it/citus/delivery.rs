@@ -14,7 +14,9 @@ use super::{distributed_database, migrate_and_distribute, skipped_without_citus}
 use crate::{
     delivery::{
         Client, event,
-        isolation::{ordered_retries, per_ticket_order_holds},
+        isolation::{
+            ordered_retries, per_ticket_order_holds, slow_endpoint_does_not_delay_a_fast_one,
+        },
     },
     support::{TestApp, receiver::Receiver},
 };
@@ -120,6 +122,14 @@ async fn per_ticket_order_holds_on_the_cluster_with_two_instances() {
     let first = TestApp::spawn_on(db.clone(), |c| c.retry_schedule = ordered_retries()).await;
     let second = TestApp::spawn_on(db, |c| c.retry_schedule = ordered_retries()).await;
     per_ticket_order_holds(first, second).await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_does_not_delay_a_fast_one_on_the_cluster() {
+    let Some(db) = distributed_database().await else {
+        return;
+    };
+    slow_endpoint_does_not_delay_a_fast_one(TestApp::spawn_on(db, |_| {}).await).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,12 @@ use crate::support::{TestApp, receiver::Receiver};
 
 #[tokio::test]
 async fn a_slow_endpoint_does_not_delay_a_fast_one_and_keeps_its_cap() {
-    let app = TestApp::spawn().await;
+    slow_endpoint_does_not_delay_a_fast_one(TestApp::spawn().await).await;
+}
+
+/// On `app`: a fast endpoint gets 40 events while a slow one (1.5 s per request, cap 2) is
+/// busy with the same events, and the slow one never sees more than its cap at once.
+pub async fn slow_endpoint_does_not_delay_a_fast_one(app: TestApp) {
     let client = Client::new(&app).await;
     let slow = Receiver::start().await;
     slow.delay(Duration::from_millis(1500));
