@@ -97,14 +97,12 @@ impl LocalCitus {
     pub async fn create_database(&self, name: &str) -> Result<String, Error> {
         for node in self.nodes() {
             let info = node.connect_info();
-            let mut admin = connect(&info.url("postgres")).await?;
-            sql(
+            on_node(
+                node,
                 &format!(r#"CREATE DATABASE "{name}""#),
-                &mut admin,
                 "creating the database",
             )
             .await?;
-            admin.close().await.ok();
             let mut conn = connect(&info.url(name)).await?;
             sql(
                 "CREATE EXTENSION citus",
@@ -159,14 +157,12 @@ impl LocalCitus {
             .iter()
             .chain(std::iter::once(&self.coordinator))
         {
-            let mut admin = connect(&node.connect_info().url("postgres")).await?;
-            sql(
+            on_node(
+                node,
                 &format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#),
-                &mut admin,
                 "dropping the database",
             )
             .await?;
-            admin.close().await.ok();
         }
         Ok(())
     }
@@ -183,6 +179,14 @@ async fn connect(url: &str) -> Result<PgConnection, Error> {
     PgConnection::connect(&url)
         .await
         .map_err(sql_err("connecting to a Citus node"))
+}
+
+/// Runs `statement` in the `postgres` database of `node` (creating and dropping databases).
+async fn on_node(node: &LocalPostgres, statement: &str, context: &str) -> Result<(), Error> {
+    let mut admin = connect(&node.connect_info().url("postgres")).await?;
+    sql(statement, &mut admin, context).await?;
+    admin.close().await.ok();
+    Ok(())
 }
 
 async fn sql(statement: &str, conn: &mut PgConnection, context: &str) -> Result<(), Error> {

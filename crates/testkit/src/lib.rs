@@ -72,21 +72,9 @@ impl TestDatabase {
     /// gives. The cluster stops when the returned [`LocalCitus`] is dropped. `None` when the
     /// Citus extension is not installed here.
     pub async fn create_on_private_citus() -> Option<(LocalCitus, Self)> {
-        let binaries = deskhook_local_postgres::Binaries::find().ok()?;
-        if !LocalCitus::available(&binaries) {
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!(
-            "deskhook-citus-{}-{}",
-            std::process::id(),
-            random_suffix()
-        ));
-        let cluster = tokio::task::spawn_blocking(move || LocalCitus::start(&dir, 2))
+        let cluster = tokio::task::spawn_blocking(start_citus)
             .await
-            .expect("starting a Citus cluster")
-            .unwrap_or_else(|error| {
-                panic!("the Citus extension is installed but the cluster did not start: {error}")
-            });
+            .expect("starting a Citus cluster")?;
         let database = Self::prepare_on(&cluster).await;
         Some((cluster, database))
     }
@@ -171,22 +159,24 @@ fn plaintext(url: &str) -> String {
 /// extension.
 fn citus_cluster() -> Option<&'static LocalCitus> {
     static CLUSTER: OnceLock<Option<LocalCitus>> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            let binaries = deskhook_local_postgres::Binaries::find().ok()?;
-            if !LocalCitus::available(&binaries) {
-                return None;
-            }
-            let dir = std::env::temp_dir().join(format!(
-                "deskhook-citus-{}-{}",
-                std::process::id(),
-                random_suffix()
-            ));
-            Some(LocalCitus::start(&dir, 2).unwrap_or_else(|error| {
-                panic!("the Citus extension is installed but the cluster did not start: {error}")
-            }))
-        })
-        .as_ref()
+    CLUSTER.get_or_init(start_citus).as_ref()
+}
+
+/// A coordinator and two workers in a temporary directory (blocking); `None` without the
+/// extension.
+fn start_citus() -> Option<LocalCitus> {
+    let binaries = deskhook_local_postgres::Binaries::find().ok()?;
+    if !LocalCitus::available(&binaries) {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "deskhook-citus-{}-{}",
+        std::process::id(),
+        random_suffix()
+    ));
+    Some(LocalCitus::start(&dir, 2).unwrap_or_else(|error| {
+        panic!("the Citus extension is installed but the cluster did not start: {error}")
+    }))
 }
 
 fn strip_database(url: &str) -> String {

@@ -199,14 +199,7 @@ async fn each_worker_node_restarted_under_ingest_loses_no_accepted_event() {
     assert_eq!(restarted, 2);
     assert_eq!(accepted.len(), 180);
     let received = receiver
-        .wait_until(Duration::from_secs(60), |r| {
-            let delivered: HashSet<String> = r
-                .iter()
-                .filter(|r| r.answered < 300)
-                .map(|r| r.event_id())
-                .collect();
-            accepted.iter().all(|id| delivered.contains(id))
-        })
+        .wait_for_events(&accepted, Duration::from_secs(60))
         .await;
     assert!(
         received.iter().all(|r| r.verified_by == [0]),

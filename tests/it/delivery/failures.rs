@@ -221,14 +221,7 @@ pub(crate) async fn killed_mid_delivery_loses_nothing(db: deskhook_testkit::Test
     let mut restarted = start_service(&db.url, port, &data_dir);
     wait_ready(port).await;
     let received = receiver
-        .wait_until(Duration::from_secs(40), |r| {
-            let delivered: HashSet<String> = r
-                .iter()
-                .filter(|r| r.answered < 300)
-                .map(|r| r.event_id())
-                .collect();
-            accepted.iter().all(|id| delivered.contains(id))
-        })
+        .wait_for_events(&accepted, Duration::from_secs(40))
         .await;
     let delivered: HashSet<String> = received.iter().map(|r| r.event_id()).collect();
     assert!(
@@ -327,14 +320,7 @@ async fn the_service_recovers_by_itself_when_postgres_restarts_under_load() {
     }
     assert!(restarted);
     receiver
-        .wait_until(Duration::from_secs(40), |r| {
-            let delivered: HashSet<String> = r
-                .iter()
-                .filter(|r| r.answered < 300)
-                .map(|r| r.event_id())
-                .collect();
-            accepted.iter().all(|id| delivered.contains(id))
-        })
+        .wait_for_events(&accepted, Duration::from_secs(40))
         .await;
     shutdown.cancel();
     task.await.expect("join").expect("clean stop");

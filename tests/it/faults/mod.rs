@@ -76,12 +76,7 @@ async fn settle_and_report(
     receiver: &crate::support::receiver::Receiver,
     within: Duration,
 ) -> Value {
-    let received = receiver
-        .wait_until(within, |r| {
-            let (delivered, _) = tally(r);
-            accepted.iter().all(|id| delivered.contains(id))
-        })
-        .await;
+    let received = receiver.wait_for_events(accepted, within).await;
     let (delivered, duplicated) = tally(&received);
     let lost = accepted.difference(&delivered).count();
     let figures = json!({

@@ -4,7 +4,7 @@
 //! answers (status codes, delays) and wait on it with bounded timeouts.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -189,6 +189,19 @@ impl Receiver {
                 return received;
             }
         }
+    }
+
+    /// Waits until each event of `ids` was answered with a 2xx; panics after `within`.
+    pub async fn wait_for_events(&self, ids: &HashSet<String>, within: Duration) -> Vec<Received> {
+        self.wait_until(within, |received| {
+            let delivered: HashSet<String> = received
+                .iter()
+                .filter(|r| r.answered < 300)
+                .map(Received::event_id)
+                .collect();
+            ids.is_subset(&delivered)
+        })
+        .await
     }
 }
 
