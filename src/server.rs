@@ -22,12 +22,13 @@ use crate::{
     database,
     delivery::{
         client::DeliveryClient,
-        dispatcher::{Dispatcher, DispatcherConfig, TargetCache, run_lease_reaper},
+        dispatcher::{Dispatcher, DispatcherConfig, run_lease_reaper},
     },
     http::{self, AppState, rate_limit::RateLimiter},
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
     ssrf::AddressGuard,
+    webhooks::TargetCache,
 };
 
 /// Runs an instance until `shutdown` is cancelled. The caller owns the listener (tests bind

@@ -49,6 +49,12 @@ const RULES: &[Rule] = &[
         why: "ingest stores events; delivery is the workers' business",
     },
     Rule {
+        under: "src/http",
+        forbidden: &[".invalidate()", ".notify_local()"],
+        why: "handlers are thin: the module that changes an endpoint or the queue tells this \
+              instance (the dispatcher's cached settings, its wake-up) after its commit",
+    },
+    Rule {
         under: "src/signing",
         forbidden: &["crate::", "sqlx::", "reqwest::", "axum::"],
         why: "signing is pure: bytes and secrets in, headers out",

@@ -49,12 +49,9 @@ use crate::{
     queue::{self, Claimed, Settlement, Verdict, Wakeup, claim, cycle},
     secret_box::SecretBox,
     signing,
-    webhooks::{self, Target},
+    webhooks::{Cached, Target, TargetCache},
 };
 
-/// How long endpoint settings (URL, secrets, headers) are cached by the dispatcher. A change
-/// through this instance's API also invalidates the cache at once.
-const TARGET_TTL: Duration = Duration::from_secs(2);
 /// The fallback poll: a tick (promote due retries, read the next due instant) and a claim even
 /// when nothing woke the dispatcher.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -86,38 +83,10 @@ pub struct DispatcherConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// What the dispatcher knows of an endpoint it must send to.
-#[derive(Clone)]
-enum Lookup {
-    /// Ready to send.
-    Found(Arc<Target>),
-    /// Deleted since the claim: its deliveries end dead.
-    Gone,
-    /// Its settings could not be read (database error, unreadable secret): try again later,
-    /// never burn the delivery.
-    Unavailable(String),
-}
-
-/// An endpoint's settings (`None`: deleted) and when they were loaded.
-type CachedTarget = (Option<Arc<Target>>, Instant);
-
-/// Send settings cached per endpoint.
-#[derive(Default)]
-pub struct TargetCache {
-    entries: Mutex<HashMap<i64, CachedTarget>>,
-}
-
-impl TargetCache {
-    /// Forgets every cached endpoint (after a change through the API).
-    pub fn invalidate(&self) {
-        self.entries.lock().expect("target cache").clear();
-    }
-}
-
 /// A claimed delivery ready to send, holding its worker slot.
 struct Job {
     delivery: Claimed,
-    target: Lookup,
+    target: Cached,
     body: Bytes,
     permit: OwnedSemaphorePermit,
     /// Started later than this, the attempt could outlive the lease: give it back instead.
@@ -145,9 +114,9 @@ impl Gates {
     /// Returns `job` if it may be sent now; else it waits for a send of its endpoint to end.
     fn admit(&self, mut job: Job) -> Option<Job> {
         let cap = match &job.target {
-            Lookup::Found(target) => usize::try_from(target.max_in_flight).unwrap_or(1).max(1),
+            Cached::Found(target) => usize::try_from(target.max_in_flight).unwrap_or(1).max(1),
             // Not sent anywhere: ends at once.
-            Lookup::Gone | Lookup::Unavailable(_) => return Some(job),
+            Cached::Gone | Cached::Unavailable(_) => return Some(job),
         };
         let mut endpoints = self.endpoints.lock().expect("gates");
         let gate = endpoints.entry(job.delivery.endpoint_id).or_default();
@@ -750,7 +719,7 @@ impl Dispatcher {
         let targets = self.targets_for(&claimed).await;
         // A rate-limited endpoint's next slot: tick then, so its backlog goes on at its rate.
         for lookup in targets.values() {
-            if let Lookup::Found(target) = lookup
+            if let Cached::Found(target) = lookup
                 && let Some(rate) = target.rate_limit_per_second
             {
                 state.wake_at(Instant::now() + claim::slot_interval(rate));
@@ -778,7 +747,7 @@ impl Dispatcher {
             let target = targets
                 .get(&delivery.endpoint_id)
                 .cloned()
-                .unwrap_or(Lookup::Unavailable("not loaded".to_owned()));
+                .unwrap_or(Cached::Unavailable("not loaded".to_owned()));
             let permit = permits.pop().expect("one permit per claimed delivery");
             let job = Job {
                 delivery,
@@ -826,8 +795,8 @@ impl Dispatcher {
                         .targets_for(std::slice::from_ref(&waiting.delivery))
                         .await
                         .remove(&endpoint)
-                        .unwrap_or(Lookup::Unavailable("not loaded".to_owned()));
-                    if matches!(&lookup, Lookup::Found(target) if !target.enabled) {
+                        .unwrap_or(Cached::Unavailable("not loaded".to_owned()));
+                    if matches!(&lookup, Cached::Found(target) if !target.enabled) {
                         expired.push(waiting);
                         next = this.gates.next(endpoint, true, &mut expired).0;
                     } else {
@@ -869,57 +838,18 @@ impl Dispatcher {
         }
     }
 
-    async fn targets_for(&self, claimed: &[Claimed]) -> HashMap<i64, Lookup> {
-        let mut found = HashMap::new();
-        let mut missing = Vec::new();
-        {
-            let cache = self.targets.entries.lock().expect("target cache");
-            for delivery in claimed {
-                match cache.get(&delivery.endpoint_id) {
-                    Some((target, at)) if at.elapsed() < TARGET_TTL => {
-                        let lookup = target.clone().map_or(Lookup::Gone, Lookup::Found);
-                        found.insert(delivery.endpoint_id, lookup);
-                    }
-                    _ => missing.push((delivery.workspace_id, delivery.endpoint_id)),
-                }
-            }
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            match webhooks::targets(&self.pool, &self.secret_box, &missing).await {
-                Ok(mut loaded) => {
-                    let mut cache = self.targets.entries.lock().expect("target cache");
-                    for (_, key) in missing {
-                        match loaded.remove(&key) {
-                            // Not cached: the next claim tries again (a key may be added).
-                            Some(Err(error)) => {
-                                tracing::error!(error = %error, webhook.id = %ids::encode(Kind::Webhook, key), "cannot open the endpoint's signing secret; its deliveries count it as a failed attempt");
-                                found.insert(key, Lookup::Unavailable(error.to_string()));
-                            }
-                            target => {
-                                let target = target.and_then(Result::ok).map(Arc::new);
-                                cache.insert(key, (target.clone(), Instant::now()));
-                                found.insert(key, target.map_or(Lookup::Gone, Lookup::Found));
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "cannot load endpoint settings; deliveries wait");
-                    for (_, key) in missing {
-                        found.insert(key, Lookup::Unavailable(error.to_string()));
-                    }
-                }
-            }
-        }
-        found
+    async fn targets_for(&self, claimed: &[Claimed]) -> HashMap<i64, Cached> {
+        let keys: Vec<(i64, i64)> = claimed
+            .iter()
+            .map(|delivery| (delivery.workspace_id, delivery.endpoint_id))
+            .collect();
+        self.targets.load(&self.pool, &self.secret_box, &keys).await
     }
 
     /// One attempt: sign, POST, classify.
-    async fn attempt(&self, delivery: Claimed, target: Lookup, body: Bytes) -> Settlement {
+    async fn attempt(&self, delivery: Claimed, target: Cached, body: Bytes) -> Settlement {
         let (verdict, reason) = match target {
-            Lookup::Found(target) => {
+            Cached::Found(target) => {
                 if let Some(rate) = target.rate_limit_per_second {
                     let wait = self.pacing.reserve(delivery.endpoint_id, rate);
                     if !wait.is_zero() {
@@ -928,10 +858,10 @@ impl Dispatcher {
                 }
                 return self.send(delivery, &target, body, Utc::now()).await;
             }
-            Lookup::Gone => (Verdict::Dead, "the endpoint was deleted".to_owned()),
+            Cached::Gone => (Verdict::Dead, "the endpoint was deleted".to_owned()),
             // Counted against the schedule like a failed request: a secret no key opens ends
             // dead and visible, never retried every few seconds forever.
-            Lookup::Unavailable(why) => (
+            Cached::Unavailable(why) => (
                 self.next_verdict(&delivery, None),
                 format!("the endpoint's settings could not be read: {why}"),
             ),

@@ -37,10 +37,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::Authenticator,
     config::Config,
-    delivery::dispatcher::TargetCache,
     metrics::Metrics,
     queue::{QueueOutbox, Wakeup},
     ssrf::AddressGuard,
+    webhooks::TargetCache,
 };
 pub use error::{ApiError, ErrorCode};
 
@@ -75,6 +75,14 @@ impl AppState {
     /// Whether the schema is in place.
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Ordering::Acquire)
+    }
+
+    /// What endpoint changes through this instance's API tell it.
+    pub fn instance(&self) -> crate::webhooks::Instance<'_> {
+        crate::webhooks::Instance {
+            targets: &self.targets,
+            wakeup: &self.wakeup,
+        }
     }
 }
 

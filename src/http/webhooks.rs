@@ -254,15 +254,12 @@ async fn update_endpoint(
     let endpoint = webhooks::update(
         &state.pool,
         &state.config.secret_box,
+        state.instance(),
         principal.workspace_id,
         key,
         &settings,
     )
     .await?;
-    state.targets.invalidate();
-    if endpoint.enabled {
-        state.wakeup.notify_local();
-    }
     Ok(axum::Json(one(&shown(&state, &principal, endpoint)?)).into_response())
 }
 
@@ -280,8 +277,13 @@ async fn delete_endpoint(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
-    webhooks::delete(&state.pool, principal.workspace_id, endpoint_key(&id)?).await?;
-    state.targets.invalidate();
+    webhooks::delete(
+        &state.pool,
+        state.instance(),
+        principal.workspace_id,
+        endpoint_key(&id)?,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -306,13 +308,12 @@ async fn enable_endpoint(
     let endpoint = webhooks::update(
         &state.pool,
         &state.config.secret_box,
+        state.instance(),
         principal.workspace_id,
         endpoint_key(&id)?,
         &settings,
     )
     .await?;
-    state.targets.invalidate();
-    state.wakeup.notify_local();
     Ok(axum::Json(one(&shown(&state, &principal, endpoint)?)).into_response())
 }
 
@@ -402,12 +403,12 @@ async fn rotate_secret(
     webhooks::rotate_secret(
         &state.pool,
         &state.config.secret_box,
+        state.instance(),
         principal.workspace_id,
         key,
         overlap,
     )
     .await?;
-    state.targets.invalidate();
     let mut view = secret_view(&state, principal.workspace_id, key).await?;
     // A write key may rotate (e.g. after a leak) but reads the new secret nowhere (review L2).
     if !principal.is_admin() {
@@ -443,15 +444,19 @@ async fn send_test(
     }
     let data = json!({ "webhook": { "id": endpoint.id, "url": endpoint.url },
                        "message": "This is a test event from Deskhook." });
-    let (event_id, delivery_id) =
-        queue::deliveries::send_test(&state.pool, principal.workspace_id, key, &data.to_string())
-            .await?;
+    let (event_id, delivery_id) = queue::deliveries::send_test(
+        &state.pool,
+        &state.wakeup,
+        principal.workspace_id,
+        key,
+        &data.to_string(),
+    )
+    .await?;
     state
         .metrics
         .events_total
         .with_label_values(&["webhook.test", "test"])
         .inc();
-    state.wakeup.notify_local();
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "data": {
@@ -492,13 +497,13 @@ async fn recover(
     }
     let requeued = queue::deliveries::recover(
         &state.pool,
+        &state.wakeup,
         principal.workspace_id,
         key,
         body.since,
         body.until,
     )
     .await?;
-    state.wakeup.notify_local();
     Ok(axum::Json(json!({ "data": { "requeued": requeued } })).into_response())
 }
 
@@ -695,7 +700,7 @@ async fn retry_delivery(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let key = delivery_key(&id)?;
-    match queue::deliveries::retry(&state.pool, principal.workspace_id, key).await? {
+    match queue::deliveries::retry(&state.pool, &state.wakeup, principal.workspace_id, key).await? {
         RetryResult::Requeued => {}
         RetryResult::NotFinished => {
             return Err(ApiError::conflict(
@@ -710,7 +715,6 @@ async fn retry_delivery(
         }
         RetryResult::NotFound => return Err(ApiError::not_found("Delivery")),
     }
-    state.wakeup.notify_local();
     let record = queue::deliveries::get(&state.pool, principal.workspace_id, key)
         .await?
         .ok_or_else(|| ApiError::not_found("Delivery"))?;

@@ -8,6 +8,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::Wakeup;
+
 /// A delivery's public status.
 pub const STATUSES: &[&str] = &["pending", "delivering", "succeeded", "retrying", "dead"];
 
@@ -197,8 +199,13 @@ pub enum RetryResult {
     NotFound,
 }
 
-/// Re-queues one succeeded or dead delivery.
-pub async fn retry(pool: &PgPool, workspace_id: i64, id: i64) -> Result<RetryResult, sqlx::Error> {
+/// Re-queues one succeeded or dead delivery, and wakes this instance's dispatcher for it.
+pub async fn retry(
+    pool: &PgPool,
+    wakeup: &Wakeup,
+    workspace_id: i64,
+    id: i64,
+) -> Result<RetryResult, sqlx::Error> {
     let moved = sqlx::query(REQUEUE)
         .bind(workspace_id)
         .bind(Some(id))
@@ -209,6 +216,7 @@ pub async fn retry(pool: &PgPool, workspace_id: i64, id: i64) -> Result<RetryRes
         .execute(pool)
         .await?;
     if moved.rows_affected() > 0 {
+        wakeup.notify_local();
         return Ok(RetryResult::Requeued);
     }
     let (live, exhausted): (bool, bool) = sqlx::query_as(
@@ -231,9 +239,10 @@ pub async fn retry(pool: &PgPool, workspace_id: i64, id: i64) -> Result<RetryRes
 }
 
 /// Re-queues an endpoint's dead deliveries that finished in `[since, until)` (those that used
-/// up [`MAX_ATTEMPTS`] stay dead).
+/// up [`MAX_ATTEMPTS`] stay dead), and wakes this instance's dispatcher for them.
 pub async fn recover(
     pool: &PgPool,
+    wakeup: &Wakeup,
     workspace_id: i64,
     endpoint_id: i64,
     since: DateTime<Utc>,
@@ -248,18 +257,23 @@ pub async fn recover(
         .bind(MAX_ATTEMPTS)
         .execute(pool)
         .await?;
+    if moved.rows_affected() > 0 {
+        wakeup.notify_local();
+    }
     Ok(moved.rows_affected())
 }
 
 /// Queues a `webhook.test` event for one endpoint only (parked if the endpoint was disabled
-/// meanwhile, like any waiting row of a disabled endpoint). Returns `(event key, delivery key)`.
+/// meanwhile, like any waiting row of a disabled endpoint), and wakes this instance's
+/// dispatcher for it. Returns `(event key, delivery key)`.
 pub async fn send_test(
     pool: &PgPool,
+    wakeup: &Wakeup,
     workspace_id: i64,
     endpoint_id: i64,
     data: &str,
 ) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
+    let created = sqlx::query_as(
         "WITH e AS ( \
            INSERT INTO event (workspace_id, event_type, source, occurred_at, data) \
            VALUES ($1, 'webhook.test', 'test', now(), $3) RETURNING id) \
@@ -272,5 +286,7 @@ pub async fn send_test(
     .bind(endpoint_id)
     .bind(data)
     .fetch_one(pool)
-    .await
+    .await?;
+    wakeup.notify_local();
+    Ok(created)
 }

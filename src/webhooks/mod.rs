@@ -2,10 +2,14 @@
 //!
 //! Owns the `endpoint` and `endpoint_secret` tables. Secrets are generated here, shown once
 //! (at creation and through the admin-only reveal), and stored encrypted with the operator key
-//! ([`secret_box`]). Validation is pure and lives here, not in the handlers. Nothing here sends
-//! a request or writes the delivery queue's rows itself: on create, disable, enable and delete
-//! it calls the queue (`queue::claim`) in the same transaction to register, park, unpark or end
-//! the endpoint's deliveries.
+//! ([`crate::secret_box`]). Validation is pure and lives here, not in the handlers. Nothing here
+//! sends a request or writes the delivery queue's rows itself: on create, disable, enable and
+//! delete it calls the queue (`queue::claim`) in the same transaction to register, park, unpark
+//! or end the endpoint's deliveries. After a change commits it tells this instance what the
+//! change means for it: the dispatcher's cached send settings ([`cache`]) are forgotten, and an
+//! enabled endpoint's backlog wakes the dispatcher.
+
+pub mod cache;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,13 +19,36 @@ use serde_json::{Map, Value};
 use sqlx::{PgExecutor, PgPool};
 use url::Url;
 
-use crate::secret_box::{SealedFor, SecretBox, SecretBoxError};
+pub use cache::{Cached, TargetCache};
+
 use crate::{
     events,
     ids::{self, Kind},
+    queue::Wakeup,
+    secret_box::{SealedFor, SecretBox, SecretBoxError},
     signing::SigningSecret,
     ssrf::AddressGuard,
 };
+
+/// What a committed endpoint change must tell this instance: its dispatcher's cached send
+/// settings are stale, and an enabled endpoint may have a backlog to claim. (Other instances
+/// read the change within [`cache::TARGET_TTL`] and their next poll.)
+#[derive(Debug, Clone, Copy)]
+pub struct Instance<'a> {
+    /// The dispatcher's cache of send settings.
+    pub targets: &'a TargetCache,
+    /// The dispatcher's wake-up.
+    pub wakeup: &'a Wakeup,
+}
+
+impl Instance<'_> {
+    fn endpoint_changed(self, enabled: bool) {
+        self.targets.invalidate();
+        if enabled {
+            self.wakeup.notify_local();
+        }
+    }
+}
 
 /// What an endpoint operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -501,6 +528,7 @@ pub async fn get(
 pub async fn update(
     pool: &PgPool,
     secret_box: &SecretBox,
+    instance: Instance<'_>,
     workspace_id: i64,
     key: i64,
     settings: &EndpointSettings,
@@ -586,12 +614,18 @@ pub async fn update(
         crate::queue::claim::reorder(&mut tx, workspace_id, key, per_ticket).await?;
     }
     tx.commit().await?;
+    instance.endpoint_changed(row.enabled);
     Ok(row.into())
 }
 
 /// Deletes an endpoint (soft); its waiting and in-flight deliveries end dead, with the
 /// reason in their attempt log.
-pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), WebhookError> {
+pub async fn delete(
+    pool: &PgPool,
+    instance: Instance<'_>,
+    workspace_id: i64,
+    key: i64,
+) -> Result<(), WebhookError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query(
         "UPDATE endpoint SET deleted_at = now(), enabled = false \
@@ -606,6 +640,7 @@ pub async fn delete(pool: &PgPool, workspace_id: i64, key: i64) -> Result<(), We
     }
     crate::queue::claim::end_deleted(&mut tx, workspace_id, key).await?;
     tx.commit().await?;
+    instance.endpoint_changed(false);
     Ok(())
 }
 
@@ -651,6 +686,7 @@ pub const MAX_PREVIOUS_SECRETS: i64 = 5;
 pub async fn rotate_secret(
     pool: &PgPool,
     secret_box: &SecretBox,
+    instance: Instance<'_>,
     workspace_id: i64,
     key: i64,
     expire_in: std::time::Duration,
@@ -693,6 +729,7 @@ pub async fn rotate_secret(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    instance.endpoint_changed(false);
     Ok(secret)
 }
 
