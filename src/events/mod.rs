@@ -5,21 +5,31 @@
 //! every attempt and for every endpoint.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use deskhook_tickets::{events::EventKind, sla::clock::Firing};
 
 use crate::ids::{self, Kind};
 
-/// Every event type Deskhook emits.
-pub const EVENT_TYPES: &[&str] = &[
-    "ticket.created",
-    "ticket.replied",
-    "ticket.closed",
-    "ticket.updated",
-    "ticket.assigned",
-    "ticket.reopened",
-    "sla.at_risk",
-    "sla.breached",
-    "webhook.test",
-];
+/// Every event type Deskhook emits: the ticket core's kinds, its SLA firings, and the test
+/// ping. Built from the ticket crate's own lists, so a kind added there is in the catalogue
+/// (ingest, endpoint filters, the API's enums) with no second list to edit.
+pub const EVENT_TYPES: &[&str] = &catalogue();
+
+const CATALOGUE_LEN: usize = EventKind::ALL.len() + Firing::ALL.len() + 1;
+
+const fn catalogue() -> [&'static str; CATALOGUE_LEN] {
+    let mut all = [TEST_EVENT; CATALOGUE_LEN];
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        all[i] = EventKind::ALL[i].as_str();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < Firing::ALL.len() {
+        all[i + j] = Firing::ALL[j].event_type();
+        j += 1;
+    }
+    all
+}
 
 /// The ping sent by `POST /v1/webhooks/{id}/test`; never subscribed to, never ingested.
 pub const TEST_EVENT: &str = "webhook.test";
@@ -69,6 +79,24 @@ mod tests {
         assert_eq!(value["timestamp"], "2026-06-17T17:42:00.123Z");
         assert_eq!(value["workspace_id"], ids::encode(Kind::Workspace, 7));
         assert_eq!(value["data"]["ticket"]["id"], "tkt_1");
+    }
+
+    #[test]
+    fn the_catalogue_is_the_ticket_cores_kinds_then_its_sla_firings_then_the_ping() {
+        assert_eq!(
+            EVENT_TYPES,
+            [
+                "ticket.created",
+                "ticket.replied",
+                "ticket.closed",
+                "ticket.updated",
+                "ticket.assigned",
+                "ticket.reopened",
+                "sla.at_risk",
+                "sla.breached",
+                "webhook.test",
+            ]
+        );
     }
 
     #[test]

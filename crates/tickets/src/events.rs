@@ -34,6 +34,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in the catalogue's order (Deskhook's event catalogue is built from this).
+    pub const ALL: [Self; 6] = [
+        Self::Created,
+        Self::Replied,
+        Self::Closed,
+        Self::Updated,
+        Self::Assigned,
+        Self::Reopened,
+    ];
+
     /// The wire name.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -92,6 +92,9 @@ pub enum Firing {
 }
 
 impl Firing {
+    /// Every firing (Deskhook's event catalogue is built from this).
+    pub const ALL: [Self; 2] = [Self::AtRisk, Self::Breached];
+
     /// The event type.
     pub const fn event_type(self) -> &'static str {
         match self {
